@@ -1,0 +1,204 @@
+"""Shared building blocks: reduced widths, input checks, conv-norm-act, squash functions,
+float32 softmax under autocast, mask fill values, and attention-map recording."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ConvNormAct",
+    "RecordsMaps",
+    "check_input",
+    "check_spatial_size",
+    "collect_maps",
+    "get_squash",
+    "mask_fill_value",
+    "record_maps",
+    "recording_maps",
+    "reduced_channels",
+    "softmax_fp32",
+]
+
+
+def reduced_channels(
+    channels: int,
+    rd_ratio: float = 1 / 16,
+    rd_channels: int | None = None,
+    rd_divisor: int = 1,
+    min_channels: int = 1,
+) -> int:
+    """Width of a bottleneck: ``rd_channels`` if given, else ``channels * rd_ratio``.
+
+    The papers use the exact ``C / r`` (``rd_divisor=1``, rounded down, at least
+    ``min_channels``). ``rd_divisor > 1`` rounds to a multiple as timm does (never more than
+    10% below the exact width).
+    """
+    if rd_channels is not None:
+        if rd_channels < 1:
+            raise ValueError(f"rd_channels must be >= 1, got {rd_channels}")
+        return int(rd_channels)
+    if rd_ratio <= 0:
+        raise ValueError(f"rd_ratio must be > 0, got {rd_ratio}")
+    exact = channels * rd_ratio
+    if rd_divisor <= 1:
+        return max(min_channels, int(exact))
+    floor = max(min_channels, rd_divisor)
+    rounded = max(floor, int(exact + rd_divisor / 2) // rd_divisor * rd_divisor)
+    if rounded < 0.9 * exact:
+        rounded += rd_divisor
+    return rounded
+
+
+def check_input(
+    x: torch.Tensor, channels: int | None, module: str, rank: int | tuple[int, ...] = 4
+) -> None:
+    """Raise ValueError naming what was expected and what arrived (rank, then channels)."""
+    ranks = (rank,) if isinstance(rank, int) else rank
+    if x.dim() not in ranks:
+        layout = " or ".join(
+            {4: "(B, C, H, W)", 5: "(B, C, T, H, W)", 2: "(B, C)"}[r] for r in ranks
+        )
+        raise ValueError(
+            f"{module} expects a {layout} tensor of rank {' or '.join(map(str, ranks))}, "
+            f"got rank {x.dim()} with shape {tuple(x.shape)}"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{module} was built for {channels} channels, got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)})"
+        )
+
+
+def check_spatial_size(x: torch.Tensor, expected: tuple[int, int], module: str) -> None:
+    """For size-bound modules: raise ValueError naming the size the module was built for."""
+    got = tuple(x.shape[-2:])
+    if got != tuple(expected):
+        raise ValueError(
+            f"{module} is bound to spatial size {expected[0]}x{expected[1]} (given at "
+            f"construction), got {got[0]}x{got[1]}; rebuild it with spatial_size={got}"
+        )
+
+
+def softmax_fp32(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax computed in float32 (or float64) whatever the autocast dtype, cast back.
+
+    Attention logits of PAM, CAM, CIAU and non-local are unscaled and overflow fp16.
+    """
+    out_dtype = logits.dtype
+    compute = torch.float64 if out_dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return torch.softmax(logits.to(compute), dim=dim).to(out_dtype)
+
+
+def mask_fill_value(dtype: torch.dtype) -> float:
+    """The value that masks a logit out of a softmax for this dtype (never a finite -1e8)."""
+    return float("-inf") if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+def _hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return F.hardsigmoid(x)
+
+
+_SQUASH: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "hard_sigmoid": _hard_sigmoid,
+}
+
+
+def get_squash(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The gate squash function by name: sigmoid, tanh or hard_sigmoid."""
+    try:
+        return _SQUASH[name]
+    except KeyError:
+        raise ValueError(f"unknown squash {name!r}; expected one of {', '.join(_SQUASH)}") from None
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> activation (``act=False`` for none)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+        ]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class RecordsMaps:
+    """Mixin for modules that compute attention maps.
+
+    A module calls ``self._record("spatial", map)`` in ``forward``; the map is kept only while
+    recording is switched on (:func:`record_maps`), so nothing is held when nobody asked. Maps
+    keep their autograd graph so that a supervision loss can train through them.
+
+    Kinds: ``spatial`` (B, 1, H, W), ``channel`` (B, C, 1, 1), ``mask`` (the full gate).
+    """
+
+    record_maps: bool = False
+
+    def _record(self, kind: str, value: torch.Tensor) -> None:
+        if self.record_maps:
+            self.__dict__.setdefault("last_maps", {})[kind] = value
+
+    @property
+    def maps(self) -> dict[str, torch.Tensor]:
+        """The maps of the last forward pass made while recording (empty otherwise)."""
+        return self.__dict__.get("last_maps", {})
+
+
+def record_maps(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch map recording on (or off, which also frees stored maps) in every submodule."""
+    for module in model.modules():
+        if isinstance(module, RecordsMaps):
+            module.record_maps = enabled
+            if not enabled:
+                module.__dict__.pop("last_maps", None)
+    return model
+
+
+@contextmanager
+def recording_maps(model: nn.Module) -> Iterator[nn.Module]:
+    """``with recording_maps(model): y = model(x); maps = collect_maps(model)``."""
+    record_maps(model, True)
+    try:
+        yield model
+    finally:
+        record_maps(model, False)
+
+
+def collect_maps(model: nn.Module, kind: str = "spatial") -> dict[str, torch.Tensor]:
+    """The last recorded map of each submodule, keyed by the submodule's qualified name."""
+    return {
+        name: module.maps[kind]
+        for name, module in model.named_modules()
+        if isinstance(module, RecordsMaps) and kind in module.maps
+    }

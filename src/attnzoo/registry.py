@@ -1,0 +1,185 @@
+"""The module registry: name -> builder + ModuleInfo.
+
+Every module file in ``attnzoo.modules`` registers its class with :func:`register`. The
+registry is the single source of truth used by :func:`create`, the command line
+(``attnzoo list`` / ``attnzoo info``), the conformance suite, the profiler and ``attach``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+KINDS = ("gate", "conv", "stage", "fusion", "head", "network")
+MAP_KINDS = ("spatial", "channel")
+
+InputsFn = Callable[..., tuple[torch.Tensor, ...]]
+ShapeFn = Callable[..., tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A documented difference between the paper and the official code, exposed as an option.
+
+    ``default`` is what the module does unless told otherwise; ``paper`` and ``code`` are the
+    option values that reproduce the paper's equation and the official code respectively.
+    """
+
+    option: str
+    default: Any
+    paper: Any
+    code: Any
+    note: str
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What the registry knows about one attention mechanism."""
+
+    name: str
+    cls: type[nn.Module]
+    paper: str
+    authors: str
+    year: int
+    venue: str
+    category: str
+    kind: str
+    placement: str
+    arxiv: str | None = None
+    code_url: str | None = None
+    divergences: tuple[Divergence, ...] = ()
+    maps: tuple[str, ...] = ()
+    identity_at_init: bool = False
+    size_bound: bool = False
+    memory: str = "O(C) extra: no position-by-position matrix"
+    example_channels: int = 32
+    example_options: Mapping[str, Any] = field(default_factory=dict)
+    min_size: int = 1
+    inputs: InputsFn | None = None
+    output_shape: ShapeFn | None = None
+    no_grad_params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The paper-vs-code options and their defaults."""
+        return {d.option: d.default for d in self.divergences}
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every constructor option (after ``channels``) with its default value."""
+        params = inspect.signature(self.cls.__init__).parameters
+        return {
+            name: p.default
+            for name, p in params.items()
+            if name not in ("self", "channels") and p.default is not inspect.Parameter.empty
+        }
+
+    def build_example(self, **overrides: Any) -> nn.Module:
+        """The module at its example configuration (what tests, profile and export use)."""
+        options = {**self.example_options, **overrides}
+        channels = options.pop("channels", self.example_channels)
+        return create(self.name, channels, **options)
+
+    def example_inputs(
+        self,
+        batch: int = 2,
+        height: int = 8,
+        width: int = 8,
+        channels: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Random inputs of the right form for this module's ``forward``."""
+        c = self.example_channels if channels is None else channels
+        if self.inputs is not None:
+            return self.inputs(batch, c, height, width, dtype, device, generator)
+        x = torch.randn(batch, c, height, width, generator=generator, dtype=dtype)
+        return (x.to(device) if device is not None else x,)
+
+    def expected_shape(self, *inputs: torch.Tensor) -> tuple[int, ...]:
+        """Shape of the (first) output for the given inputs at the example configuration."""
+        if self.output_shape is not None:
+            return tuple(self.output_shape(*inputs))
+        return tuple(inputs[0].shape)
+
+
+_REGISTRY: dict[str, ModuleInfo] = {}
+_LOADED = False
+
+
+def register(name: str, **info: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register("se", paper=..., year=..., kind="gate", ...)``."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"attention module {name!r} is registered twice")
+        entry = ModuleInfo(name=name, cls=cls, **info)
+        if entry.kind not in KINDS:
+            raise ValueError(f"{name}: kind {entry.kind!r} is not one of {KINDS}")
+        unknown = set(entry.maps) - set(MAP_KINDS)
+        if unknown:
+            raise ValueError(f"{name}: unknown map kinds {sorted(unknown)}; use {MAP_KINDS}")
+        _REGISTRY[name] = entry
+        return cls
+
+    return decorator
+
+
+def _load_all() -> None:
+    """Import every file of ``attnzoo.modules`` so that each registers itself."""
+    global _LOADED
+    if _LOADED:
+        return
+    package = importlib.import_module("attnzoo.modules")
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"attnzoo.modules.{module.name}")
+    _LOADED = True
+
+
+def list_modules(kind: str | None = None, category: str | None = None) -> list[str]:
+    """Registered module names, sorted, optionally filtered by kind and category."""
+    _load_all()
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return sorted(
+        name
+        for name, info in _REGISTRY.items()
+        if (kind is None or info.kind == kind) and (category is None or info.category == category)
+    )
+
+
+def module_info(name: str) -> ModuleInfo:
+    """The :class:`ModuleInfo` of a registered module; ValueError with close matches if unknown."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown attention module {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def create(name: str, channels: int, **options: Any) -> nn.Module:
+    """Build a registered module: ``attnzoo.create("cbam", 64, rd_ratio=1/16)``."""
+    info = module_info(name)
+    accepted = inspect.signature(info.cls.__init__).parameters
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = [k for k in options if k not in accepted]
+    if unknown and not has_var_kw:
+        valid = [k for k in accepted if k not in ("self", "channels")]
+        raise ValueError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
+        )
+    return info.cls(channels, **options)
