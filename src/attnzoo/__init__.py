@@ -5,6 +5,32 @@ from attnzoo.registry import Divergence, ModuleInfo, create, list_modules, modul
 
 __version__ = "0.1.0"
 
+# Submodules load on first attribute access (``attnzoo.models``, ``attnzoo.gattanet`` ...), so
+# ``import attnzoo`` stays light and never imports optional dependencies.
+_SUBMODULES = {
+    "models",
+    "gattanet",
+    "supervision",
+    "metrics",
+    "data",
+    "train",
+    "bench",
+    "viz",
+    "layers",
+    "registry",
+    "modules",
+    "robustness",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"attnzoo.{name}")
+    raise AttributeError(f"module 'attnzoo' has no attribute {name!r}")
+
+
 __all__ = [
     "Divergence",
     "ModuleInfo",

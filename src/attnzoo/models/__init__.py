@@ -1,0 +1,90 @@
+"""Built-in models by name: ``attnzoo.models.create("resnet20", attention="se")``.
+
+Each file of this package registers its builders with :func:`register_model`; the package
+imports every file on first use, so a new model file needs no edit here. A builder takes
+``num_classes`` and keyword options and returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+_MODELS: dict[str, Builder] = {}
+_LOADED = False
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator for a model builder ``fn(num_classes=..., **options) -> nn.Module``."""
+
+    def decorator(builder: Builder) -> Builder:
+        if name in _MODELS and _MODELS[name] is not builder:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = builder
+        return builder
+
+    return decorator
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        for module in pkgutil.iter_modules(__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
+        _LOADED = True
+
+
+def list_models() -> list[str]:
+    """Names of the built-in models, sorted."""
+    _load_all()
+    return sorted(_MODELS)
+
+
+def get_builder(name: str) -> Builder:
+    _load_all()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}.{hint} Known: {', '.join(sorted(_MODELS))}"
+        ) from None
+
+
+def create(
+    name: str,
+    attention: str | None = None,
+    num_classes: int = 10,
+    attention_options: dict[str, Any] | None = None,
+    placement: str | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build a model, optionally with an attention mechanism at its paper placement.
+
+    ``attention="gattanet"`` wraps the model with the network-wide GAttANet system over the
+    model's ``gattanet_layers``; any other name is inserted with :func:`attnzoo.attach`.
+    """
+    model = get_builder(name)(num_classes=num_classes, **options)
+    if attention is None:
+        return model
+    attention_options = dict(attention_options or {})
+    if attention == "gattanet":
+        from attnzoo.gattanet import wrap
+
+        if placement is not None:
+            raise ValueError("gattanet takes its layers from attention_options, not placement")
+        layers = attention_options.pop("layers", None) or getattr(model, "gattanet_layers", None)
+        if not layers:
+            raise ValueError(f"model {name!r} declares no gattanet_layers; pass layers=[...]")
+        return wrap(model, layers=list(layers), **attention_options)
+    from attnzoo.attach import attach
+
+    return attach(model, attention, placement=placement, **attention_options)
