@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 KINDS = ("gate", "conv", "stage", "fusion", "head", "network")
-MAP_KINDS = ("spatial", "channel")
+MAP_KINDS = ("spatial", "channel", "mask")  # mask: the full (B, C, H, W) gate
 
 InputsFn = Callable[..., tuple[torch.Tensor, ...]]
 ShapeFn = Callable[..., tuple[int, ...]]
