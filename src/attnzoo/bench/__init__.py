@@ -1,0 +1,1 @@
+"""Measuring modules and models: parameters, FLOPs, latency, peak memory, and leaderboards."""
