@@ -16,6 +16,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "list": ("attnzoo.cli_registry", "list the attention modules with their papers"),
     "info": ("attnzoo.cli_registry", "describe one module: paper, placement, options"),
+    "profile": ("attnzoo.bench.profile", "params, MACs, latency, peak memory per module"),
 }
 
 
