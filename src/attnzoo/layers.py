@@ -13,11 +13,14 @@ from torch import nn
 __all__ = [
     "ConvNormAct",
     "RecordsMaps",
+    "attention_fp32",
     "check_input",
     "check_spatial_size",
     "collect_maps",
     "get_squash",
     "mask_fill_value",
+    "positions_first",
+    "positions_last",
     "record_maps",
     "recording_maps",
     "reduced_channels",
@@ -93,6 +96,46 @@ def softmax_fp32(logits: torch.Tensor, dim: int) -> torch.Tensor:
     compute = torch.float64 if out_dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=logits.device.type, enabled=False):
         return torch.softmax(logits.to(compute), dim=dim).to(out_dtype)
+
+
+def attention_fp32(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``softmax(scale · q kᵀ) v`` over the keys, in float32 under autocast, in O(N) memory.
+
+    query (B, heads, N, d), key (B, heads, M, d), value (B, heads, M, dv) -> (B, heads, N, dv).
+    Runs ``scaled_dot_product_attention``, whose fused kernels never hold the N×M matrix. On
+    CPU the fused kernel is taken only for 4-D inputs with a contiguous last dimension and
+    equal q/k/v head widths (otherwise it silently falls back to the N×M math path), so the
+    inputs are made contiguous and the narrower of (q, k) or v is zero-padded to the wider
+    width: zero columns change neither q·kᵀ nor the kept output columns. ``scale`` is always
+    explicit (SDPA's default would be d^-0.5 of the padded width).
+    """
+    out_dtype = value.dtype
+    compute = torch.float64 if out_dtype == torch.float64 else torch.float32
+    width, value_width = query.shape[-1], value.shape[-1]
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q, k, v = (t.to(compute).contiguous() for t in (query, key, value))
+        if width < value_width:
+            q = F.pad(q, (0, value_width - width))  # (B, heads, N, dv)
+            k = F.pad(k, (0, value_width - width))  # (B, heads, M, dv)
+        elif value_width < width:
+            v = F.pad(v, (0, width - value_width))  # (B, heads, M, d)
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return out[..., :value_width].to(out_dtype)  # (B, heads, N, dv)
+
+
+def positions_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, 1, N, C), N = prod(spatial), last dimension contiguous."""
+    batch, channels = x.shape[:2]
+    # (B, C, *S) -> (B, *S, C) -> (B, 1, N, C); reshape copies only when C is not innermost
+    return x.movedim(1, -1).reshape(batch, 1, -1, channels)
+
+
+def positions_last(tokens: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """(B, 1, N, C) -> (B, C, *spatial): the inverse of :func:`positions_first`."""
+    batch, channels = tokens.shape[0], tokens.shape[-1]
+    return tokens.reshape(batch, *spatial, channels).movedim(-1, 1)  # (B, C, *S)
 
 
 def mask_fill_value(dtype: torch.dtype) -> float:
