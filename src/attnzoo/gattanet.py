@@ -1,0 +1,358 @@
+"""GAttANet: the network-wide global attention agreement system.
+
+VanRullen, Alamia, "GAttANet: Global attention agreement for convolutional neural networks",
+ICANN 2021, arXiv:2104.05575. No official code was released (a public "replication" never
+feeds the modulation back, freezes the backbone and returns first-pass logits; it was not
+followed). Implemented from the paper's equations (../../docs/gattanet.md):
+
+    conv layer i, activations X_i (B, C_i, H_i, W_i), K_i, Q_i ∈ R^{C_i × d}:
+        k_i(x, y, :) = Σ_c X_i(x, y, c) · K_i(c, :)        (a bias-free 1x1 conv to d)
+        q_i(x, y, :) = Σ_c X_i(x, y, c) · Q_i(c, :)
+    dense layer j, activations X_j (B, C_j), one key/query vector per unit:
+        k_j(c, :) = X_j(c) · K_j(c, :)                      q_j(c, :) = X_j(c) · Q_j(c, :)
+    global query, equal weight per layer (n layers):
+        q_avg = 1/n · Σ_layers mean_positions q_l                            (B, d)
+    agreement (plain dot product, no softmax, no normalisation):
+        gatta_i(x, y) = k_i(x, y, :) · q_avg           gatta_j(c) = k_j(c, :) · q_avg
+    modulation, one scalar α per layer (α = 0 at init: the wrapped model starts as the baseline):
+        X_l' = X_l · (1 + α_l · gatta_l)
+
+Pass 1 is the ordinary forward pass and yields the keys and queries; pass k ≥ 2 re-runs the
+network with every participating layer's output multiplied by ``1 + α·gatta`` as it is
+produced, gatta computed from pass k−1's keys and global query; the prediction comes from the
+last pass. Keys and queries of pass k (k ≥ 2, for k < iterations) are taken from the modulated
+outputs X', which are that pass's activations. Gradients flow through every pass.
+
+Because the equations are linear in X, keys are never materialised: the query of a conv layer
+is ``GAP(X) @ Q`` and its agreement ``Σ_c X(c, x, y) · (K q_avg)(c)`` — the same numbers with
+O(B·C) extra memory instead of O(B·d·H·W).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["GAttANet", "LayerAttention", "infer_channels", "wrap"]
+
+# Modules whose output has the channel count of their input: skipped when the channel count of
+# an nn.Sequential is read from its last element.
+_CHANNEL_PRESERVING: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+
+
+def _declared_channels(module: nn.Module) -> int | None:
+    """The output channel count a module declares, following nn.Sequential to its end."""
+    for attribute in ("out_channels", "out_features", "num_features", "num_channels"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    if isinstance(module, nn.Sequential):
+        for child in reversed(list(module)):
+            if isinstance(child, _CHANNEL_PRESERVING):
+                continue
+            return _declared_channels(child)
+    return None
+
+
+def infer_channels(
+    model: nn.Module,
+    layers: Iterable[str],
+    example_input: Any = None,
+) -> dict[str, int]:
+    """Output channel count (dim 1) of each named submodule.
+
+    With ``example_input`` the model is run once (eval mode, no grad, training flags restored)
+    and the counts are read from the outputs. Without it they are read from the module type:
+    ``out_channels`` (Conv), ``out_features`` (Linear), ``num_features`` (BatchNorm),
+    ``num_channels`` (GroupNorm), or the last non-activation element of an ``nn.Sequential``.
+    Raises ValueError naming the layers whose count cannot be inferred.
+    """
+    names = list(layers)
+    modules = dict(model.named_modules())
+    if example_input is not None:
+        found: dict[str, int] = {}
+        handles = []
+        for name in names:
+
+            def record(_module: nn.Module, _args: Any, output: Any, name: str = name) -> None:
+                if isinstance(output, torch.Tensor) and output.dim() >= 2:
+                    found.setdefault(name, int(output.shape[1]))
+
+            handles.append(modules[name].register_forward_hook(record))
+        flags = {module: module.training for module in model.modules()}
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, flag in flags.items():
+                module.training = flag
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise ValueError(
+                f"layers {missing} produced no (B, C, ...) tensor output on the example input"
+            )
+        return found
+    channels = {name: _declared_channels(modules[name]) for name in names}
+    unknown = [n for n, c in channels.items() if c is None]
+    if unknown:
+        kinds = ", ".join(f"{n!r} ({type(modules[n]).__name__})" for n in unknown)
+        raise ValueError(
+            f"cannot infer the output channel count of {kinds}: pass channels={{name: C}} or "
+            "example_input=<a batch the model accepts> to wrap()"
+        )
+    return {name: int(c) for name, c in channels.items() if c is not None}
+
+
+class LayerAttention(nn.Module):
+    """Key/query projections K, Q ∈ R^{C × d} and the modulation strength α of one layer.
+
+    For a conv layer K and Q are the weights of bias-free 1x1 convs ``C -> d`` (stored as
+    (C, d) matrices); for a dense layer row c is unit c's own key/query vector. α starts at 0.
+    K and Q are initialised like a 1x1 conv (uniform ±1/sqrt(C)); the paper does not say.
+    """
+
+    def __init__(self, channels: int, d: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(channels)
+        self.channels = channels
+        self.key = nn.Parameter(torch.empty(channels, d).uniform_(-bound, bound))
+        self.query = nn.Parameter(torch.empty(channels, d).uniform_(-bound, bound))
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def layer_query(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over positions of q: (B, d)."""
+        if x.dim() == 4:
+            return x.mean(dim=(2, 3)) @ self.query.to(x.dtype)  # (B, C) @ (C, d) -> (B, d)
+        return (x @ self.query.to(x.dtype)) / x.shape[1]  # mean over the C_j units -> (B, d)
+
+    def agreement(self, x: torch.Tensor, global_query: torch.Tensor) -> torch.Tensor:
+        """k · q_avg at every position: (B, 1, H, W) for conv, (B, C) for dense layers."""
+        per_channel = global_query.to(x.dtype) @ self.key.to(x.dtype).t()  # (B, d)@(d, C) -> (B, C)
+        if x.dim() == 4:
+            return torch.einsum("bchw,bc->bhw", x, per_channel).unsqueeze(1)  # (B, 1, H, W)
+        return x * per_channel  # (B, C)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, d={self.key.shape[1]}"
+
+
+class _Hook:
+    """Forward hook on one participating layer; all per-call state lives on the wrapper."""
+
+    def __init__(self, owner: GAttANet, name: str) -> None:
+        self.owner = owner
+        self.name = name
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
+        return self.owner._on_layer_output(self.name, output)
+
+
+class GAttANet(nn.Module):
+    """A model wrapped with the GAttANet global attention system (see :func:`wrap`).
+
+    After each call, ``global_query`` holds the q_avg (B, d) and ``agreement`` the maps
+    name -> (B, 1, H, W) or (B, C) that modulated the last pass (detached; for iterations=1,
+    those computed from the single pass, which modulate nothing).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[str],
+        d: int = 16,
+        iterations: int = 2,
+        channels: Mapping[str, int] | None = None,
+        example_input: Any = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, str):
+            layers = [layers]
+        names = list(layers)
+        if not names:
+            raise ValueError("wrap() needs at least one participating layer name, got none")
+        if len(set(names)) != len(names):
+            raise ValueError(f"participating layers are listed more than once: {names}")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"d (key/query width) must be an int >= 1, got {d!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+        modules = dict(model.named_modules())
+        for name in names:
+            if name not in modules:
+                close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise ValueError(f"model has no submodule named {name!r}.{hint}")
+        given = dict(channels or {})
+        extra = sorted(set(given) - set(names))
+        if extra:
+            raise ValueError(f"channels= names layers that do not participate: {extra}")
+        to_infer = [n for n in names if n not in given]
+        if to_infer:
+            given.update(infer_channels(model, to_infer, example_input))
+
+        self.model = model
+        self.layers = tuple(names)
+        self.d = d
+        self.iterations = iterations
+        # ModuleDict keys cannot contain "."; keep the mapping explicit.
+        self._keys = {name: name.replace(".", "__") or "__root__" for name in names}
+        if len(set(self._keys.values())) != len(names):
+            raise ValueError(f"layer names collide once '.' becomes '__': {names}")
+        self.attention = nn.ModuleDict(
+            {self._keys[n]: LayerAttention(int(given[n]), d) for n in names}
+        )
+        self.global_query: torch.Tensor | None = None
+        self.agreement: dict[str, torch.Tensor] = {}
+        self._call: dict[str, Any] | None = None  # per-call state, None outside forward
+        for name in names:
+            modules[name].register_forward_hook(_Hook(self, name))
+
+    def layer_attention(self, name: str) -> LayerAttention:
+        """K, Q and α of a participating layer, by its qualified name in the wrapped model."""
+        if name not in self._keys:
+            raise ValueError(f"{name!r} is not a participating layer; those are {self.layers}")
+        return self.attention[self._keys[name]]  # type: ignore[return-value]
+
+    @property
+    def alphas(self) -> dict[str, torch.Tensor]:
+        """α of every participating layer, by layer name."""
+        return {name: self.layer_attention(name).alpha for name in self.layers}
+
+    def _on_layer_output(self, name: str, output: Any) -> Any:
+        call = self._call
+        if call is None:  # the inner model is being run on its own
+            return None
+        if not isinstance(output, torch.Tensor) or output.dim() not in (2, 4):
+            got = (
+                f"rank {output.dim()} with shape {tuple(output.shape)}"
+                if isinstance(output, torch.Tensor)
+                else type(output).__name__
+            )
+            raise ValueError(
+                f"GAttANet layer {name!r} must output (B, C, H, W) (conv) or (B, C) (dense) "
+                f"tensors of rank 4 or 2, got {got}"
+            )
+        attention = self.layer_attention(name)
+        if output.shape[1] != attention.channels:
+            raise ValueError(
+                f"GAttANet layer {name!r} was built for {attention.channels} channels, got "
+                f"{output.shape[1]} (output shape {tuple(output.shape)})"
+            )
+        current: dict[str, torch.Tensor] = call["current"]
+        if name in current:
+            raise ValueError(
+                f"GAttANet layer {name!r} ran twice in one forward pass; each participating "
+                "module must run once per pass (wrap a module that is not reused)"
+            )
+        previous: dict[str, torch.Tensor] | None = call["previous"]
+        if previous is not None:
+            if previous[name].shape != output.shape:
+                raise ValueError(
+                    f"GAttANet layer {name!r} changed shape between passes: "
+                    f"{tuple(previous[name].shape)} then {tuple(output.shape)}"
+                )
+            gatta = attention.agreement(previous[name], call["global_query"])
+            call["agreement"][name] = gatta
+            output = output * (1 + attention.alpha * gatta).to(output.dtype)
+        current[name] = output
+        return output
+
+    def _finish_pass(self, call: dict[str, Any]) -> None:
+        current: dict[str, torch.Tensor] = call["current"]
+        missing = [n for n in self.layers if n not in current]
+        if missing:
+            raise ValueError(
+                f"GAttANet layers {missing} did not run during the forward pass; every "
+                "participating module must run once per pass"
+            )
+        queries = [self.layer_attention(n).layer_query(current[n]) for n in self.layers]
+        call["global_query"] = torch.stack(queries).mean(dim=0)  # (n, B, d) -> (B, d)
+        call["previous"], call["current"] = current, {}
+        call["agreement"] = {}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._call is not None:
+            raise RuntimeError("GAttANet.forward is not re-entrant")
+        call: dict[str, Any] = {"current": {}, "previous": None, "agreement": {}}
+        self._call = call
+        try:
+            output = self.model(*args, **kwargs)
+            for _ in range(1, self.iterations):
+                self._finish_pass(call)
+                output = self.model(*args, **kwargs)
+            if self.iterations == 1:
+                # Nothing is modulated; expose the agreement the next pass would use.
+                self._finish_pass(call)
+                call["agreement"] = {
+                    n: self.layer_attention(n).agreement(call["previous"][n], call["global_query"])
+                    for n in self.layers
+                }
+            else:
+                missing = [n for n in self.layers if n not in call["current"]]
+                if missing:
+                    raise ValueError(
+                        f"GAttANet layers {missing} did not run during the last pass; every "
+                        "participating module must run once per pass"
+                    )
+        finally:
+            self._call = None
+        self.global_query = call["global_query"].detach()
+        self.agreement = {name: call["agreement"][name].detach() for name in self.layers}
+        return output
+
+    def extra_repr(self) -> str:
+        return f"layers={list(self.layers)}, d={self.d}, iterations={self.iterations}"
+
+
+def wrap(
+    model: nn.Module,
+    layers: Iterable[str],
+    d: int = 16,
+    iterations: int = 2,
+    channels: Mapping[str, int] | None = None,
+    example_input: Any = None,
+) -> GAttANet:
+    """Add the GAttANet global attention system to ``model``.
+
+    ``layers``: qualified names (``model.named_modules()``) of the participating submodules;
+    their outputs must be (B, C, H, W) (conv) or (B, C) (dense). ``d``: key/query width.
+    ``iterations``: forward passes with shared weights (2 in the paper; 1 is the baseline with
+    the attention read out). Channel counts are read from the module types; for modules that do
+    not declare them pass ``channels={name: C}`` or ``example_input=`` (one dry run, eval mode).
+    Adds 2·d·C parameters per layer plus one α per layer; α = 0 leaves the output unchanged.
+    """
+    return GAttANet(
+        model, layers, d=d, iterations=iterations, channels=channels, example_input=example_input
+    )
