@@ -1,5 +1,6 @@
 """attnzoo: visual attention mechanisms for convolutional networks."""
 
+from attnzoo.attach import attach
 from attnzoo.layers import collect_maps, record_maps, recording_maps
 from attnzoo.registry import Divergence, ModuleInfo, create, list_modules, module_info
 
@@ -35,6 +36,7 @@ __all__ = [
     "Divergence",
     "ModuleInfo",
     "__version__",
+    "attach",
     "collect_maps",
     "create",
     "list_modules",
