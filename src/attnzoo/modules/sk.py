@@ -41,7 +41,7 @@ def _example_output_shape(x: torch.Tensor) -> tuple[int, ...]:
     code_url="https://github.com/implus/SKNet",
     category="channel",
     kind="conv",
-    placement="bottleneck_conv3x3",
+    placement="conv_replace",
     maps=("channel",),
     example_options={"out_channels": 64, "stride": 2},
     output_shape=_example_output_shape,
