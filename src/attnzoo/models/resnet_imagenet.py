@@ -158,8 +158,8 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], 2, replace_stride_with_dilation[0])
         self.layer3 = self._make_layer(block, 256, layers[2], 2, replace_stride_with_dilation[1])
         self.layer4 = self._make_layer(block, 512, layers[3], 2, replace_stride_with_dilation[2])
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.avgpool: nn.Module = nn.AdaptiveAvgPool2d(1)
+        self.fc: nn.Module = nn.Linear(512 * block.expansion, num_classes)
         self.num_features = 512 * block.expansion
         # The output of every residual stage plus the classifier (attnzoo.gattanet's default).
         self.gattanet_layers = ["layer1", "layer2", "layer3", "layer4", "fc"]
