@@ -36,4 +36,18 @@ def test_cli_info_and_unknown_name(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["info", "sse"])
     assert exit_info.value.code == 2
-    assert "Did you mean: se" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Did you mean:" in err and " se" in err.split("Did you mean:")[1]
+
+
+def test_recorded_maps_do_not_block_deepcopy_or_leak_into_copies():
+    import copy
+
+    import torch
+
+    module = attnzoo.create("se", 16)
+    with attnzoo.recording_maps(module):
+        module(torch.randn(2, 16, 4, 4, requires_grad=True))
+        assert attnzoo.collect_maps(module, "channel")
+        clone = copy.deepcopy(module)
+    assert attnzoo.collect_maps(clone, "channel") == {}

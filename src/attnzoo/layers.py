@@ -196,6 +196,17 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*layers)
 
 
+class _MapStore(dict):
+    """Recorded maps: dropped (not copied) by deepcopy and pickling, since they are non-leaf
+    tensors of one forward pass (deepcopy of a model for EMA or a checkpoint must not fail)."""
+
+    def __deepcopy__(self, memo: dict) -> _MapStore:
+        return _MapStore()
+
+    def __reduce__(self) -> tuple:
+        return (_MapStore, ())
+
+
 class RecordsMaps:
     """Mixin for modules that compute attention maps.
 
@@ -210,7 +221,7 @@ class RecordsMaps:
 
     def _record(self, kind: str, value: torch.Tensor) -> None:
         if self.record_maps:
-            self.__dict__.setdefault("last_maps", {})[kind] = value
+            self.__dict__.setdefault("last_maps", _MapStore())[kind] = value
 
     @property
     def maps(self) -> dict[str, torch.Tensor]:
