@@ -345,17 +345,48 @@ def test_rank_3_output_is_rejected():
 
 
 class Block(nn.Module):
-    """A block that declares no channel count."""
+    """A block that declares no channel count (a bare weight, no submodule)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 5, 1)
+        self.weight = nn.Parameter(torch.randn(5, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)) + 1
+        return torch.relu(F.conv2d(x, self.weight)) + 1
+
+
+class Residual(nn.Module):
+    """A residual block: the count comes from its last registered submodule that declares one."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, 7, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(7)
+        self.conv2 = nn.Conv2d(7, cout, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return self.relu(branch + self.shortcut(x))
+
+
+def test_channel_inference_follows_sequentials_and_residual_blocks():
+    model = nn.Sequential(
+        nn.Sequential(Residual(3, 4), Residual(4, 6)),  # a "stage"
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(6, 9), nn.Dropout(0.0), nn.ReLU()),
+    )
+    wrapper = wrap(model, ["0", "0.1", "4"])
+    assert [wrapper.layer_attention(n).channels for n in ("0", "0.1", "4")] == [6, 6, 9]
+    assert wrapper(torch.randn(2, 3, 5, 5)).shape == (2, 9)
 
 
 def test_channel_inference_errors_and_alternatives():
+    torch.manual_seed(0)
     model = nn.Sequential(Block(), nn.Conv2d(5, 2, 1))
     with pytest.raises(ValueError, match=r"cannot infer .*'0' \(Block\).*channels="):
         wrap(model, ["0", "1"])
@@ -369,7 +400,7 @@ def test_channel_inference_errors_and_alternatives():
     with pytest.raises(ValueError, match="do not participate"):
         wrap(copy.deepcopy(model), ["1"], channels={"0": 5})
     wrong = wrap(copy.deepcopy(model), ["0", "1"], channels={"0": 7})
-    with pytest.raises(ValueError, match="built for 7 channels, got 5"):
+    with pytest.raises(ValueError, match=r"built for 7 channels, got 5.*channels="):
         wrong(torch.randn(1, 3, 4, 4))
 
 
@@ -405,3 +436,18 @@ def test_torch_compile_matches_eager():
         got = compiled(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(wrapper.global_query, expected_query, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet20"])  # resnet18 works too; 3 s to build
+def test_built_in_resnets_wrap_by_name_at_their_documented_layers(name):
+    import attnzoo
+
+    torch.manual_seed(0)
+    base = attnzoo.models.create(name, num_classes=4).eval()
+    wrapped = attnzoo.models.create(name, attention="gattanet", num_classes=4).eval()
+    wrapped.model.load_state_dict(base.state_dict())
+    stages = [n for n in wrapped.layers if n.startswith("layer")]
+    assert wrapped.layers == (*stages, "fc") and len(stages) >= 3  # every stage + classifier
+    x = torch.randn(1, 3, 16, 16)
+    assert torch.equal(wrapped(x), base(x))
+    assert wrapped.agreement["fc"].shape == (1, 4)

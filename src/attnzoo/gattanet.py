@@ -70,16 +70,22 @@ _CHANNEL_PRESERVING: tuple[type[nn.Module], ...] = (
 
 
 def _declared_channels(module: nn.Module) -> int | None:
-    """The output channel count a module declares, following nn.Sequential to its end."""
+    """The output channel count a module declares (see :func:`infer_channels`)."""
     for attribute in ("out_channels", "out_features", "num_features", "num_channels"):
         value = getattr(module, attribute, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    children = list(module.children())
     if isinstance(module, nn.Sequential):
-        for child in reversed(list(module)):
-            if isinstance(child, _CHANNEL_PRESERVING):
-                continue
-            return _declared_channels(child)
+        children = [child for child in children if not isinstance(child, _CHANNEL_PRESERVING)]
+        return _declared_channels(children[-1]) if children else None
+    # Any other module (a residual block, ...): its last registered submodule that declares a
+    # count, e.g. the last norm of the branch or the projection shortcut. A guess, checked
+    # against the real output at every call.
+    for child in reversed(children):
+        count = _declared_channels(child)
+        if count is not None:
+            return count
     return None
 
 
@@ -91,10 +97,12 @@ def infer_channels(
     """Output channel count (dim 1) of each named submodule.
 
     With ``example_input`` the model is run once (eval mode, no grad, training flags restored)
-    and the counts are read from the outputs. Without it they are read from the module type:
+    and the counts are read from the outputs. Without it they are read from the modules:
     ``out_channels`` (Conv), ``out_features`` (Linear), ``num_features`` (BatchNorm),
-    ``num_channels`` (GroupNorm), or the last non-activation element of an ``nn.Sequential``.
-    Raises ValueError naming the layers whose count cannot be inferred.
+    ``num_channels`` (GroupNorm); for an ``nn.Sequential`` its last element that is not an
+    activation, dropout or pooling; for any other module (a residual block) its last registered
+    submodule that declares a count. The wrapper checks the real count at every call. Raises
+    ValueError naming the layers whose count cannot be inferred.
     """
     names = list(layers)
     modules = dict(model.named_modules())
@@ -268,7 +276,8 @@ class GAttANet(nn.Module):
         if output.shape[1] != attention.channels:
             raise ValueError(
                 f"GAttANet layer {name!r} was built for {attention.channels} channels, got "
-                f"{output.shape[1]} (output shape {tuple(output.shape)})"
+                f"{output.shape[1]} (output shape {tuple(output.shape)}); if the count was "
+                "inferred wrongly, pass channels={name: C} or example_input= to wrap()"
             )
         current: dict[str, torch.Tensor] = call["current"]
         if name in current:
