@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "list": ("attnzoo.cli_registry", "list the attention modules with their papers"),
     "info": ("attnzoo.cli_registry", "describe one module: paper, placement, options"),
     "profile": ("attnzoo.bench.profile", "params, MACs, latency, peak memory per module"),
+    "train": ("attnzoo.train.cli", "train one model on one dataset (torchrun for many GPUs)"),
+    "eval": ("attnzoo.train.cli", "evaluate a checkpoint: accuracy, mIoU, map alignment, noise"),
 }
 
 
