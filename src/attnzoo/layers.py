@@ -128,8 +128,8 @@ def attention_fp32(
 def positions_first(x: torch.Tensor) -> torch.Tensor:
     """(B, C, *spatial) -> (B, 1, N, C), N = prod(spatial), last dimension contiguous."""
     batch, channels = x.shape[:2]
-    # (B, C, *S) -> (B, *S, C) -> (B, 1, N, C); reshape copies only when C is not innermost
-    return x.movedim(1, -1).reshape(batch, 1, -1, channels)
+    # (B, C, *S) -> (B, *S, C) -> (B, 1, N, C); copies only when C is not already innermost
+    return x.movedim(1, -1).reshape(batch, 1, -1, channels).contiguous()
 
 
 def positions_last(tokens: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:

@@ -94,8 +94,8 @@ class AsymmetricPyramidNonLocal(nn.Module):
         self.query_key = ConvNormAct(channels, self.key_channels, 1)
         self.value = nn.Conv2d(channels, value_channels, 1, bias=False)
         self.out_conv = nn.Conv2d(value_channels, channels, 1)
-        nn.init.zeros_(self.out_conv.weight)
-        nn.init.zeros_(self.out_conv.bias)
+        for p in self.out_conv.parameters():
+            nn.init.zeros_(p)  # context = 0 at init
         self.fuse = nn.Sequential(ConvNormAct(2 * channels, channels, 1), nn.Dropout2d(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,8 +156,8 @@ class AsymmetricFusionNonLocal(nn.Module):
         self.key = ConvNormAct(self.low_channels, self.key_channels, 1)
         self.value = nn.Conv2d(self.low_channels, value_channels, 1, bias=False)
         self.out_conv = nn.Conv2d(value_channels, channels, 1)
-        nn.init.zeros_(self.out_conv.weight)
-        nn.init.zeros_(self.out_conv.bias)
+        for p in self.out_conv.parameters():
+            nn.init.zeros_(p)  # context = 0 at init
         self.fuse = nn.Sequential(
             ConvNormAct(2 * channels, channels, 1, act=False), nn.Dropout2d(dropout)
         )
