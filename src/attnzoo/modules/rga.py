@@ -192,7 +192,7 @@ class RGAChannel(_RGA):
 
 @register(
     "rga_sc",
-    category="spatial+channel",
+    category="hybrid",
     maps=("spatial", "channel"),
     memory="O(B·(N² + C²)): the N×N and C×C relation matrices, by definition",
     **_RGA_INFO,
