@@ -45,7 +45,7 @@ def _read_image(path: Path) -> np.ndarray:
             ) from None
         try:
             with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
+                array = np.array(image.convert("RGB"))
         except OSError as error:
             raise ValueError(f"{path}: cannot read it as {expected}: {error}") from None
     if array.ndim == 2:
