@@ -88,7 +88,7 @@ def test_cifar10_and_100(tmp_path):
     assert train.images.shape == (15, 3, 32, 32) and train.classes[3] == "c3"
     first = batches[0][b"data"][0].reshape(3, 32, 32)  # R, G, B planes
     assert np.array_equal(train.images[0].numpy(), first)
-    assert train.labels.tolist() == sum((b[b"labels"] for b in batches), [])
+    assert train.labels.tolist() == [x for b in batches for x in b[b"labels"]]
     assert len(load_dataset("cifar10", split="test", root=folder)) == 4
 
     folder100 = tmp_path / "cifar-100-python"
