@@ -409,6 +409,8 @@ def train(
 
     train_data = load_split(config, "train")
     val_data = load_split(config, "test")
+    # Evaluation normalises with the training statistics, as any later `attnzoo eval` will.
+    val_data.mean, val_data.std = train_data.mean, train_data.std
     model = build_model(config, train_data)
     train_data = match_channels(train_data, model, config)
     val_data = match_channels(val_data, model, config)
