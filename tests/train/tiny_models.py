@@ -12,12 +12,18 @@ import attnzoo
 
 
 class TinyClassifier(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, attention: str | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        attention: str | None = None,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 8, 3, padding=1)
         self.attention = attnzoo.create(attention, 8) if attention else nn.Identity()
         self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.dropout = nn.Dropout(0.2)  # exercises the RNG state of exact resume
+        self.dropout = nn.Dropout(dropout)  # exercises the RNG state of exact resume
         self.fc = nn.Linear(16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,6 +45,11 @@ class TinySegmenter(nn.Module):
 
 def classifier(num_classes: int, in_channels: int = 3) -> nn.Module:
     return TinyClassifier(num_classes, in_channels)
+
+
+def classifier_no_dropout(num_classes: int, in_channels: int = 3) -> nn.Module:
+    # Dropout draws differ between one process and two ranks; DDP equivalence needs none.
+    return TinyClassifier(num_classes, in_channels, dropout=0.0)
 
 
 def gala_classifier(num_classes: int, in_channels: int = 3) -> nn.Module:

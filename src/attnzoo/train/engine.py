@@ -568,7 +568,9 @@ def train(
             final = record
     if world.enabled:
         dist.barrier()
-    return final
+        dist.destroy_process_group()
+    # Only rank 0 reports (every rank holds the same, all-reduced numbers).
+    return final if world.main else {}
 
 
 def _train_step(
