@@ -39,6 +39,7 @@ from attnzoo.registry import register
     kind="gate",
     placement="between_stages",
     maps=("spatial",),
+    memory="O((m + 2n)·N) extra: gather/distribute maps, no position-by-position matrix",
 )
 class DoubleAttention(nn.Module, RecordsMaps):
     """A² block: gather global descriptors with n spatial softmaxes, distribute them back."""

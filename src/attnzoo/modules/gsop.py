@@ -82,6 +82,7 @@ def _row_act(name: str) -> nn.Module:
     ),
     maps=("channel",),
     example_options={"rd_channels": 16},
+    memory="O(d²) extra: a d x d covariance per image (P⁴ in spatial form), never N x N",
 )
 class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
     """GSoP gate: sigmoid of a row-wise-convolved covariance, channel-wise (or spatial)."""

@@ -43,6 +43,7 @@ def _example_output_shape(x: torch.Tensor) -> tuple[int, ...]:
     kind="conv",
     placement="conv_replace",
     maps=("channel",),
+    memory="O(M·C·H·W) extra: the M branch outputs, no position-by-position matrix",
     example_options={"out_channels": 64, "stride": 2},
     output_shape=_example_output_shape,
 )
