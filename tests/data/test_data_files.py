@@ -163,3 +163,22 @@ def test_unknown_dataset_and_option():
     with pytest.raises(ValueError, match="takes no option"):
         load_dataset("fashion-mnist", clutter=3)
     assert torch.is_tensor(load_dataset("synthetic", num_images=4, image_size=16).images)
+
+
+def test_synthetic_with_fashion_mnist_objects(tmp_path):
+    rng = np.random.default_rng(1)
+    images = np.zeros((20, 28, 28), np.uint8)
+    images[:, 4:24, 6:22] = rng.integers(100, 256, (20, 20, 16), dtype=np.uint8)
+    labels = np.arange(20, dtype=np.uint8) % 10
+    for stem, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        (tmp_path / stem).write_bytes(_idx(array))
+    data = load_dataset(
+        "synthetic", root=tmp_path, source="fashion-mnist", num_images=12, image_size=32,
+        object_size=16, clutter=3,
+    )  # fmt: skip
+    assert data.images.shape == (12, 3, 32, 32)
+    # Real items are not binary: the target's pixels take many intensities.
+    target = data.images[0][:, data.maps[0, 0] > 0]
+    assert target.unique().numel() > 10
+    with pytest.raises(FileNotFoundError, match="t10k-images"):
+        load_dataset("synthetic", split="test", root=tmp_path, source="fashion-mnist")
