@@ -64,3 +64,5 @@ def test_glyphs_are_distinct_and_fixed():
     assert torch.equal(glyphs, class_glyphs(10))
     differences = (glyphs[:, None] != glyphs[None]).sum(dim=(2, 3))
     assert int((differences + 100 * torch.eye(10)).min()) >= 6
+    mirrored = (glyphs[:, None] != glyphs.flip(-1)[None]).sum(dim=(2, 3))
+    assert int((mirrored + 100 * torch.eye(10)).min()) >= 6

@@ -36,7 +36,8 @@ _TEST_STREAM = 1_000_003  # offset of the test split's seed
 
 
 def class_glyphs(num_classes: int) -> torch.Tensor:
-    """(K, 5, 5) binary glyphs, pairwise different in at least 6 cells, 9..16 cells on."""
+    """(K, 5, 5) binary glyphs, 9..16 cells on, pairwise different in at least 6 cells, also
+    when one of the two is mirrored left-right (so a flipped target keeps its class)."""
     generator = torch.Generator().manual_seed(_TEMPLATE_SEED)
     glyphs: list[torch.Tensor] = []
     attempts = 0
@@ -52,7 +53,9 @@ def class_glyphs(num_classes: int) -> torch.Tensor:
         )
         if not (9 <= on <= 16 and spans):
             continue
-        if all(int((glyph != g).sum()) >= 6 for g in glyphs):
+        # Distinct from every other glyph and from its mirror image: training flips images.
+        mirror = glyph.flip(-1)
+        if all(int((glyph != g).sum()) >= 6 and int((mirror != g).sum()) >= 6 for g in glyphs):
             glyphs.append(glyph)
     return torch.stack(glyphs).float()
 

@@ -135,7 +135,8 @@ def _accepts(builder: Any, name: str) -> bool:
         parameters = inspect.signature(builder).parameters
     except (TypeError, ValueError):
         return False
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    # Named parameters only: a **options builder may forward to a class that takes neither.
+    return name in parameters
 
 
 def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
