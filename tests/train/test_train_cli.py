@@ -96,3 +96,17 @@ def test_learning_rate_schedules():
     assert [learning_rate(step, s * 10, 10, 40) for s in range(4)] == pytest.approx(
         [1.0, 0.1, 0.1, 0.01]
     )
+
+
+def test_amp_channels_last_clip_and_step_caps(tmp_path):
+    out = tmp_path / "amp"
+    args = ["train", "--model", "tiny_models:classifier", *TINY, "--epochs", "3", "--amp", "bf16",
+            "--channels-last", "--clip-grad", "1.0", "--max-steps", "3", "--limit-train", "32",
+            "--limit-val", "8", "--nesterov", "--progress", "bar", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    # 32 images / batch 16 = 2 steps per epoch; stopped after 3 steps, i.e. inside epoch 2.
+    assert [x["step"] for x in lines] == [2, 3]
+    assert all(torch.isfinite(torch.tensor(x["train_loss"])) for x in lines)
+    _, meta, state = load_checkpoint(out)
+    assert meta["step"] == 3 and state["scaler"] == {}  # no scaler state without fp16
