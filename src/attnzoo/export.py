@@ -230,6 +230,13 @@ def export_model(
             def run_export(x: torch.Tensor) -> list[torch.Tensor]:
                 return _run_onnx(path, x)
 
+        from attnzoo.gattanet import GAttANet
+
+        if any(isinstance(m, GAttANet) for m in model.modules()):
+            notes.append(
+                "GAttANet: all passes are in the exported graph; the agreement maps are not "
+                "outputs of the export (read them from the PyTorch model)"
+            )
         generator = torch.Generator().manual_seed(seed)
         example_shape = tuple(int(s) for s in example.shape)
         shapes = [example_shape]
