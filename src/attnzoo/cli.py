@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("attnzoo.bench.profile", "params, MACs, latency, peak memory per module"),
     "train": ("attnzoo.train.cli", "train one model on one dataset (torchrun for many GPUs)"),
     "eval": ("attnzoo.train.cli", "evaluate a checkpoint: accuracy, mIoU, map alignment, noise"),
+    "bench": (
+        "attnzoo.bench.leaderboard",
+        "the main job: a leaderboard of mechanisms on one backbone and dataset, several seeds",
+    ),
     "viz": ("attnzoo.viz", "attention maps of a checkpoint over images, as PNG grids"),
     "export": ("attnzoo.export", "ONNX / torch.export of a checkpoint, checked against PyTorch"),
 }
