@@ -17,6 +17,7 @@ shapes of ResNet-50 and the three of a CIFAR ResNet). Measured in one process, s
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import inspect
 import json
@@ -42,18 +43,200 @@ SHAPE_SETS: dict[str, tuple[tuple[int, int, int], ...]] = {
 
 @dataclass(frozen=True)
 class Peer:
-    """A public implementation of the same mechanism, built at the same configuration."""
+    """A public implementation of the same mechanism, configured to compute the same function.
 
+    ``ours`` are our options for that configuration; ``weights`` maps our state-dict prefixes
+    to the peer's, so that the peer can be given our values (the equality check and the timing
+    then run on identical weights); ``unmapped`` are peer entries without a counterpart, each
+    explained in ``note`` (they must not change the function).
+    """
+
+    timm: str  # the peer's class and constructor options, as shown in reports
     build: Callable[[Any, int], nn.Module]  # (timm.layers, channels) -> module
     ours: dict[str, Any] = field(default_factory=dict)  # our options for the same configuration
+    weights: dict[str, str] = field(default_factory=dict)  # our prefix -> peer prefix
+    unmapped: tuple[str, ...] = ()
+    note: str = ""
 
 
-# timm's layers configured to compute what our module computes with ``ours`` options.
-TIMM_PEERS: dict[str, Peer] = {
-    "se": Peer(lambda t, c: t.SEModule(c, rd_ratio=1 / 16, rd_divisor=1)),
-    "eca": Peer(lambda t, c: t.EcaModule(channels=c)),
-    "ge": Peer(lambda t, c: t.GatherExcite(c, extent=0, extra_params=False, use_mlp=False)),
+def _timm_global_context(layers: Any, channels: int, fuse_add: bool) -> nn.Module:
+    peer = layers.GlobalContext(
+        channels, fuse_add=fuse_add, fuse_scale=not fuse_add, rd_ratio=1 / 16, rd_divisor=1
+    )
+    # timm's LayerNorm2d defaults to eps 1e-6; the official block (and ours) uses nn.LayerNorm's
+    # 1e-5. Same cost, but the function must be the same for the comparison to mean anything.
+    (peer.mlp_add if fuse_add else peer.mlp_scale).norm.eps = 1e-5
+    return peer
+
+
+def _timm_cbam(layers: Any, channels: int) -> nn.Module:
+    cbam = layers.get_attn("cbam")  # CbamModule: not re-exported by timm.layers
+    peer = cbam(channels, rd_ratio=1 / 16, rd_divisor=1, mlp_bias=True)
+    peer.spatial.conv.bn.momentum = 0.01  # the official BasicConv's BN (only running stats)
+    return peer
+
+
+_GC_NOTE = "timm's conv_attn has a bias the softmax ignores (ours drops it, as documented in gc.py)"
+
+# timm's layers configured to compute what our module computes with ``ours`` options; the
+# configurations and every remaining difference are listed in docs/performance.md.
+TIMM_PEERS: dict[str, tuple[Peer, ...]] = {
+    "se": (
+        Peer(
+            "SEModule(rd_ratio=1/16, rd_divisor=1)",
+            lambda t, c: t.SEModule(c, rd_ratio=1 / 16, rd_divisor=1),
+            weights={"fc1.": "fc1.", "fc2.": "fc2."},
+        ),
+    ),
+    "eca": (
+        Peer(
+            "EcaModule(channels=C)",
+            lambda t, c: t.EcaModule(channels=c),
+            weights={"conv.": "conv."},
+        ),
+    ),
+    "ge": (
+        Peer(
+            "GatherExcite(extent=0, extra_params=False, use_mlp=False)",
+            lambda t, c: t.GatherExcite(c, extent=0, extra_params=False, use_mlp=False),
+            note="θ⁻ global; timm's θ/θ⁺ (extra_params=True) cannot be built in timm 1.0.31",
+        ),
+        Peer(
+            "GatherExcite(extent=4, extra_params=False, use_mlp=False)",
+            lambda t, c: t.GatherExcite(c, extent=4, extra_params=False, use_mlp=False),
+            ours={"extent": 4},
+            note="θ⁻ extent 4: avg-pool 7x7 stride 4 pad 3 without padded zeros, nearest upsample",
+        ),
+    ),
+    "cbam": (
+        Peer(
+            "CbamModule(rd_ratio=1/16, rd_divisor=1, mlp_bias=True), spatial BN momentum 0.01",
+            _timm_cbam,
+            ours={"spatial_bn": True},
+            weights={
+                "mlp.0.": "channel.fc1.",
+                "mlp.2.": "channel.fc2.",
+                "spatial_conv.": "spatial.conv.conv.",
+                "spatial_norm.": "spatial.conv.bn.",
+            },
+            note="timm's spatial gate is conv+BN: our official-code option spatial_bn=True",
+        ),
+    ),
+    "gc": (
+        Peer(
+            "GlobalContext(fuse_add=True, fuse_scale=False, rd_ratio=1/16, rd_divisor=1), LN eps 1e-5",
+            lambda t, c: _timm_global_context(t, c, fuse_add=True),
+            weights={
+                "conv_mask.": "conv_attn.",
+                "transform.0.": "mlp_add.fc1.",
+                "transform.1.": "mlp_add.norm.",
+                "transform.3.": "mlp_add.fc2.",
+            },
+            unmapped=("conv_attn.bias",),
+            note=_GC_NOTE,
+        ),
+        Peer(
+            "GlobalContext(rd_ratio=1/16, rd_divisor=1), LN eps 1e-5",
+            lambda t, c: _timm_global_context(t, c, fuse_add=False),
+            ours={"fusion": "mul"},
+            weights={
+                "conv_mask.": "conv_attn.",
+                "transform.0.": "mlp_scale.fc1.",
+                "transform.1.": "mlp_scale.norm.",
+                "transform.3.": "mlp_scale.fc2.",
+            },
+            unmapped=("conv_attn.bias",),
+            note=_GC_NOTE,
+        ),
+    ),
+    "nonlocal": (
+        Peer(
+            "NonLocalAttn(use_scale=False, rd_ratio=1/8, rd_divisor=1)",
+            lambda t, c: t.NonLocalAttn(c, use_scale=False, rd_ratio=1 / 8, rd_divisor=1),
+            ours={"rd_ratio": 1 / 8, "sub_sample": False, "scaled": False},
+            weights={
+                "theta.": "t.",
+                "phi.": "p.",
+                "g.": "g.",
+                "out_conv.": "z.",
+                "out_norm.": "norm.",
+            },
+            note=(
+                "timm has no sub-sampling, width C/8 and scales by C^-0.5 (the official code: "
+                "by the embedding width d^-0.5); compared unscaled (the paper's equation)"
+            ),
+        ),
+    ),
+    "sk": (
+        Peer(
+            "SelectiveKernel(groups=32, split_input=False, rd_channels=max(C/16, 32))",
+            lambda t, c: t.SelectiveKernel(
+                c, c, groups=32, split_input=False, rd_channels=max(c // 16, 32)
+            ),
+            weights={
+                "branches.0.0.": "paths.0.conv.",
+                "branches.0.1.": "paths.0.bn.",
+                "branches.1.0.": "paths.1.conv.",
+                "branches.1.1.": "paths.1.bn.",
+                "fuse.0.": "attn.fc_reduce.",
+                "fuse.1.": "attn.bn.",
+                "select.": "attn.fc_select.",
+            },
+            note="timm's default split_input=True (half the input per branch) is not the paper's",
+        ),
+    ),
 }
+
+
+def copy_weights_to_peer(ours: nn.Module, theirs: nn.Module, peer: Peer) -> None:
+    """Give ``theirs`` every parameter and buffer value of ``ours`` (reshaped where the layouts
+    differ, e.g. LayerNorm over (C, 1, 1) vs (C,)); every peer entry must be covered."""
+    target = theirs.state_dict()
+    covered: set[str] = set()
+    for key, value in ours.state_dict().items():
+        prefix = next((p for p in peer.weights if key.startswith(p)), None)
+        name = None if prefix is None else peer.weights[prefix] + key[len(prefix) :]
+        if name is None or name not in target or target[name].numel() != value.numel():
+            raise ValueError(
+                f"{key} {tuple(value.shape)} has no counterpart in {type(theirs).__name__} "
+                f"(mapped to {name!r}); the peer's entries are {sorted(target)}"
+            )
+        with torch.no_grad():
+            target[name].copy_(value.reshape(target[name].shape))
+        covered.add(name)
+    missing = set(target) - covered - set(peer.unmapped)
+    if missing:
+        raise ValueError(f"{type(theirs).__name__} entries not given a value: {sorted(missing)}")
+
+
+def peer_difference(
+    ours: nn.Module,
+    theirs: nn.Module,
+    peer: Peer,
+    inputs: tuple[torch.Tensor, ...],
+    seed: int = 0,
+) -> float:
+    """Largest |ours - peer| over the output, relative to the largest |output|, with both given
+    the same random weights (copies: the modules passed in are left as they are).
+
+    Random weights, not the initial ones: a zero-initialised last layer would make both
+    modules the identity and hide any difference. Train mode, as the timing runs.
+    """
+    ours, theirs = copy.deepcopy(ours).train(), copy.deepcopy(theirs).train()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in ours.parameters():
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.copy_(0.5 * noise.to(param.device))
+        for name, param in theirs.named_parameters():
+            if name in peer.unmapped:  # whatever it holds must not matter
+                param.copy_(torch.randn(param.shape, generator=generator).to(param))
+    copy_weights_to_peer(ours, theirs, peer)
+    with torch.no_grad():
+        expected = _tensors(ours(*inputs))[0]
+        got = _tensors(theirs(*inputs))[0]
+    scale = expected.abs().max().clamp_min(torch.finfo(expected.dtype).tiny)
+    return float((got - expected).abs().max() / scale)
 
 
 @dataclass
@@ -63,6 +246,7 @@ class ProfileRow:
     height: int
     width: int
     batch: int
+    options: str | None = None  # our non-default options (set to match a peer)
     params: int | None = None
     macs: int | None = None
     forward_ms: float | None = None
@@ -70,6 +254,7 @@ class ProfileRow:
     peak_memory_mib: float | None = None
     bandwidth_fraction: float | None = None
     peer: str | None = None
+    peer_max_rel_diff: float | None = None  # same weights, same input: |ours - peer| / |ours|
     peer_forward_backward_ms: float | None = None
     ratio_to_peer: float | None = None
     error: str | None = None
@@ -112,6 +297,19 @@ def _median_ms(work: Callable[[], Any], min_run_time: float) -> float:
     return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
 
 
+def _paired_ms(
+    works: tuple[Callable[[], Any], ...], min_run_time: float, rounds: int = 3
+) -> list[float]:
+    """Interleaved timings of several works: ``rounds`` rounds, each timing every work once;
+    per work, the smallest of its per-round medians. On a shared machine other processes only
+    ever add time, and interleaving exposes every work to the same load."""
+    best = [float("inf")] * len(works)
+    for _ in range(rounds):
+        for index, work in enumerate(works):
+            best[index] = min(best[index], _median_ms(work, min_run_time))
+    return best
+
+
 def _forward_backward(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
     # The input needs its gradient too, as inside a network (and parameter-free gates have
     # nothing else to differentiate).
@@ -133,6 +331,14 @@ def _timm_layers() -> tuple[Any, str | None]:
     return timm.layers, None
 
 
+def _format_options(options: dict[str, Any]) -> str | None:
+    if not options:
+        return None
+    return ", ".join(
+        f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in sorted(options.items())
+    )
+
+
 def profile_one(
     name: str,
     shape: tuple[int, int, int],
@@ -140,13 +346,18 @@ def profile_one(
     device: torch.device,
     min_run_time: float,
     timm_layers: Any = None,
+    peer: Peer | None = None,
 ) -> ProfileRow:
+    """One module at one shape; with ``peer`` (and ``timm_layers``), built with the peer's
+    ``ours`` options and timed against the peer, interleaved, on the same weights."""
     channels, height, width = shape
-    row = ProfileRow(name, channels, height, width, batch)
+    if timm_layers is None:
+        peer = None
+    options = peer.ours if peer else {}
+    row = ProfileRow(name, channels, height, width, batch, options=_format_options(options))
     info = module_info(name)
-    peer = TIMM_PEERS.get(name) if timm_layers is not None else None
     try:
-        module = build_at_shape(name, channels, height, width, **(peer.ours if peer else {}))
+        module = build_at_shape(name, channels, height, width, **options)
     except ValueError as error:
         row.error = f"not applicable at this shape: {error}"
         return row
@@ -168,16 +379,18 @@ def profile_one(
 
     module.train()
     work = _forward_backward(module, inputs)
-    row.forward_backward_ms = _median_ms(work, min_run_time)
+    if peer is None:
+        row.forward_backward_ms = _median_ms(work, min_run_time)
     row.peak_memory_mib = peak_memory_bytes(work, device) / 2**20
 
     if peer is not None:
         reference = peer.build(timm_layers, channels).to(device).train()
-        row.peer = f"timm.layers.{type(reference).__name__}"
-        row.peer_forward_backward_ms = _median_ms(
-            _forward_backward(reference, inputs), min_run_time
-        )
-        row.ratio_to_peer = row.forward_backward_ms / row.peer_forward_backward_ms
+        row.peer = f"timm.layers.{peer.timm}"
+        row.peer_max_rel_diff = peer_difference(module, reference, peer, inputs)
+        copy_weights_to_peer(module, reference, peer)  # time both on the same values
+        ours_ms, peer_ms = _paired_ms((work, _forward_backward(reference, inputs)), min_run_time)
+        row.forward_backward_ms, row.peer_forward_backward_ms = ours_ms, peer_ms
+        row.ratio_to_peer = ours_ms / peer_ms
     return row
 
 
@@ -190,17 +403,27 @@ def profile_modules(
     use_timm: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[ProfileRow]:
+    """Rows for every (module, shape); a module with timm peers gets one row per peer
+    configuration (built with that peer's ``ours`` options) when timm is importable."""
     torch_device = torch.device(device)
     timm_layers, timm_error = _timm_layers() if use_timm else (None, "disabled (--no-timm)")
     if timm_error:
         log(f"peer implementations: timm not used ({timm_error})")
+    jobs: list[tuple[str, Peer | None]] = []
+    for name in names:
+        peers = TIMM_PEERS.get(name, ()) if timm_layers is not None else ()
+        jobs.extend((name, peer) for peer in peers or (None,))
     rows = []
-    total = len(names) * len(shapes)
-    for index, name in enumerate(names):
+    total = len(jobs) * len(shapes)
+    for index, (name, peer) in enumerate(jobs):
         for shape_index, shape in enumerate(shapes):
             step = index * len(shapes) + shape_index + 1
-            log(f"[{step}/{total}] {name} at {shape[0]}x{shape[1]}x{shape[2]} batch {batch}")
-            rows.append(profile_one(name, shape, batch, torch_device, min_run_time, timm_layers))
+            where = f"{shape[0]}x{shape[1]}x{shape[2]} batch {batch}"
+            versus = f" vs timm.layers.{peer.timm}" if peer else ""
+            log(f"[{step}/{total}] {name} at {where}{versus}")
+            rows.append(
+                profile_one(name, shape, batch, torch_device, min_run_time, timm_layers, peer)
+            )
     return rows
 
 
@@ -215,6 +438,7 @@ def _fmt(value: Any) -> str:
 COLUMNS = (
     ("module", "module"),
     ("shape", None),
+    ("options", "options"),
     ("params", "params"),
     ("MACs", "macs"),
     ("fwd ms", "forward_ms"),
@@ -222,6 +446,7 @@ COLUMNS = (
     ("peak MiB", "peak_memory_mib"),
     ("BW frac", "bandwidth_fraction"),
     ("timm fwd+bwd ms", "peer_forward_backward_ms"),
+    ("rel diff", "peer_max_rel_diff"),
     ("ours/timm", "ratio_to_peer"),
 )
 
@@ -237,8 +462,8 @@ def markdown_table(rows: list[ProfileRow]) -> str:
             else:
                 cells.append(_fmt(getattr(row, key)))
         if row.error:
-            cells[2] = row.error
-            cells[3:] = [""] * (len(cells) - 3)
+            cells[3] = row.error
+            cells[4:] = [""] * (len(cells) - 4)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
