@@ -61,6 +61,11 @@ PAPER_STAGES: dict[str, tuple[int, ...]] = {
     "gc": (2, 3, 4),  # GCNet: c3-c5
     "nonlocal": (2, 3),  # Non-local: res3 and res4
     "gala": (3,),  # GALA: conv4_x of ResNet-50
+    "ciau": (2, 3),  # IAU: after stages 2 and 3 of ResNet-50
+    "siau": (2, 3),
+    "rga_s": (1, 2, 3, 4),  # RGA: after each of the four stages (official code)
+    "rga_c": (1, 2, 3, 4),
+    "rga_sc": (1, 2, 3, 4),
 }
 
 _NOT_INSERTABLE = {
