@@ -1,4 +1,4 @@
-# Quick start: `make run` (main job) and `make test` (test suite). Both set themselves up.
+# Quick start: `make run` (main job: the default leaderboard, `attnzoo bench`) and `make test` (test suite). Both set themselves up.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/attnzoo list
+	$(VENV)/bin/attnzoo bench --out runs/bench
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q --durations=15
