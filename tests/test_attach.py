@@ -188,6 +188,17 @@ def test_explicit_module_names():
     assert isinstance(model.conv1, AttachedChain) and model.conv1[1].channels == 16
     assert model.layer2[0].conv1[1].channels == 32
     model(torch.randn(2, 3, 32, 32))
+    # Non-local's paper placement inside res3/res4: after named blocks (widths from the blocks).
+    names = ["layer2.1", "layer2.3", "layer3.1", "layer3.3", "layer3.5"]
+    model = attach(models.create("resnet50"), "nonlocal", placement=names)
+    assert [m.channels for _, m in attention_modules(model, "nonlocal")] == [512, 512] + [1024] * 3
+    # the wrapped blocks still count as blocks of their stage for later attaches
+    attach(model, "se", placement="last_block")
+    assert isinstance(model.layer3[5], AttachedChain)
+    assert [n for n, _ in attention_modules(model, "se")][2] == "layer3.5.0.bn3.1"
+    attach(model, "gala", stages=[2])
+    assert isinstance(model.layer2[1], AttendedInput)
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
 def test_explicit_names_on_an_arbitrary_model_probe_channels_when_needed():

@@ -124,7 +124,9 @@ def _base(module: nn.Module) -> nn.Module:
 
 def _channels_of(module: nn.Module) -> int | None:
     """Output channels of a conv or norm (num_features / num_channels / out_channels)."""
-    module = _base(module)
+    module, _ = _unwrap(module)
+    if _is_block(module):  # a residual block: its output width is its branch end's
+        return _channels_of(module.get_submodule(_end_name(module)))
     for attribute in ("num_features", "num_channels", "out_channels"):
         value = getattr(module, attribute, None)
         if isinstance(value, int):
@@ -152,7 +154,7 @@ def _find_blocks(model: nn.Module) -> list[_Block]:
             qualified = f"{prefix}{name}"
             if isinstance(child, skip):
                 continue
-            inner = child.block if isinstance(child, AttendedInput) else child
+            inner, _ = _unwrap(child)
             if _is_block(inner):
                 if prefix not in parents:
                     parents.append(prefix)
@@ -172,9 +174,21 @@ def _end_name(block: nn.Module) -> str:
     return "bn3" if hasattr(block, "conv3") and hasattr(block, "bn3") else "bn2"
 
 
+def _unwrap(module: nn.Module) -> tuple[nn.Module, str]:
+    """The block behind attach's wrappers, and the path from the wrapper to it."""
+    path = ""
+    while True:
+        if isinstance(module, AttachedChain):
+            module, path = module[0], path + ".0"
+        elif isinstance(module, AttendedInput):
+            module, path = module.block, path + ".block"
+        else:
+            return module, path
+
+
 def _block_prefix(model: nn.Module, block: _Block) -> str:
-    holder = model.get_submodule(block.name)
-    return f"{block.name}.block." if isinstance(holder, AttendedInput) else f"{block.name}."
+    """Qualified-name prefix of the block's own children, through any wrappers."""
+    return block.name + _unwrap(model.get_submodule(block.name))[1] + "."
 
 
 def _sites(
