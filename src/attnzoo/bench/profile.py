@@ -298,15 +298,18 @@ def _median_ms(work: Callable[[], Any], min_run_time: float) -> float:
 
 
 def _paired_ms(
-    works: tuple[Callable[[], Any], ...], min_run_time: float, rounds: int = 3
+    works: tuple[Callable[[], Any], ...], min_run_time: float, rounds: int = 5
 ) -> list[float]:
-    """Interleaved timings of several works: ``rounds`` rounds, each timing every work once;
-    per work, the smallest of its per-round medians. On a shared machine other processes only
-    ever add time, and interleaving exposes every work to the same load."""
+    """Interleaved timings of several works: ``rounds`` rounds, each timing every work once
+    (``blocked_autorange``); per work, the fastest block over all rounds. On a shared machine
+    other processes only ever add time, so the minimum is the estimate least disturbed by
+    them, and interleaving exposes every work to the same load."""
     best = [float("inf")] * len(works)
     for _ in range(rounds):
         for index, work in enumerate(works):
-            best[index] = min(best[index], _median_ms(work, min_run_time))
+            timer = Timer(stmt="work()", globals={"work": work})
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+            best[index] = min(best[index], min(measurement.times) * 1e3)
     return best
 
 

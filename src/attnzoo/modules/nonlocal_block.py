@@ -147,7 +147,11 @@ class _NonLocalNd(nn.Module):
             w_theta, w_phi = self.concat_project.split(self.inner)
             logits = (q @ w_theta).unsqueeze(-1) + (k @ w_phi).unsqueeze(-2)  # (B, 1, N, N')
             y = torch.relu(logits) / num_keys @ v  # (B, 1, N, C/2)
-        y = positions_last(y, spatial)  # (B, C/2, *S)
+        y = positions_last(y, spatial)  # (B, C/2, *S), strided positions-major (channels-last)
+        if x.is_contiguous():
+            # lay y out like x: with channels-last strides in an NCHW network the W_z conv and
+            # its BN (forward and backward) run several times slower on CPU
+            y = y.contiguous()  # (B, C/2, *S)
         return x + self.out_norm(self.out_conv(y))
 
 
