@@ -44,10 +44,15 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
                 "0,0.2",
                 "--out",
                 str(tmp_path / "e.json"),
+                "--noise-report",
+                str(tmp_path / "noise"),
             ]
         )
         == 0
     )
+    table = (tmp_path / "noise" / "noise_robustness.csv").read_text().splitlines()
+    assert table[0] == "model,sigma,accuracy" and len(table) == 3
+    assert (tmp_path / "noise" / "noise_robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["images"] == 32
     assert result["accuracy"] == pytest.approx(lines[-1]["val_accuracy"])

@@ -171,6 +171,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="accuracy under additive Gaussian noise of these σ (pixels in [0, 1])",
     )
     parser.add_argument("--noise-seed", type=int, default=0)
+    parser.add_argument(
+        "--noise-report",
+        default=None,
+        metavar="DIR",
+        help="with --noise-sigmas: write the accuracy-vs-noise table (CSV, Markdown) and plot here",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")
 
@@ -190,6 +196,15 @@ def run_eval(args: argparse.Namespace) -> int:
         noise_seed=args.noise_seed,
         device=args.device,
     )
+    if args.noise_report:
+        if not args.noise_sigmas:
+            raise ValueError("--noise-report needs --noise-sigmas (the σ values to evaluate)")
+        from attnzoo.robustness import write_noise_report
+
+        curve = {float(s): acc for s, acc in result["accuracy_under_noise"].items()}
+        name = Path(args.checkpoint).name or str(args.checkpoint)
+        paths = write_noise_report({name: curve}, args.noise_report)
+        result["noise_report"] = {kind: str(path) for kind, path in paths.items()}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
