@@ -35,27 +35,12 @@ FACTS_HEADER = (
 )
 OPTIONS_HEADER = ("module", "option", "default", "paper", "official code", "what differs")
 SKIP_MARKER = "# doc: skip-run:"
+
+
 # Link targets that are build artefacts, produced by a run rather than written by hand; the docs
 # point at where they appear. Every other relative link must resolve.
-ARTEFACTS = {
-    "benchmarks/results/leaderboard_cpu/results.md": "written by the CPU leaderboard run",
-}
-
-# Blocks in pages owned by other engineers that cannot run as written and do not (yet) carry
-# the skip marker: they use objects the reader supplies. Keyed by page and a snippet of the
-# block; they are compiled (syntax checked), not run. An entry whose block is gone fails
-# ``test_compile_only_entries_still_exist`` so this list cannot go stale.
-COMPILE_ONLY: dict[tuple[str, str], str] = {
-    ("gala.md", "for images, labels, importance, has_map in loader"): (
-        "a training step over the reader's own data loader"
-    ),
-    ("gattanet.md", "net = MyCNN()"): "wraps the reader's own model and images",
-    ("gattanet.md", "accuracy_under_noise(baseline"): "compares two trained models",
-}
-
-
 def _pages() -> list[Path]:
-    pages = sorted(DOCS.glob("*.md"))
+    pages = [*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md"]
     if not pages:
         raise FileNotFoundError(f"no Markdown pages under {DOCS}")
     return pages
@@ -204,21 +189,11 @@ def test_python_block_runs(page: str, line: int, code: str) -> None:
         reason = code.split(SKIP_MARKER, 1)[1].splitlines()[0].strip()
         assert reason, f"docs/{page}:{line}: '{SKIP_MARKER}' needs a reason after the colon"
         return
-    if any(p == page and snippet in code for (p, snippet) in COMPILE_ONLY):
-        return
     torch.manual_seed(0)
     exec(compiled, {"__name__": "__docs__"})
 
 
-def test_compile_only_entries_still_exist() -> None:
-    for page, snippet in COMPILE_ONLY:
-        assert any(p == page and snippet in code for p, _, code in BLOCKS), (
-            f"COMPILE_ONLY entry ({page!r}, {snippet!r}) matches no block: remove it"
-        )
-
-
 def test_relative_links_resolve() -> None:
-    root = DOCS.parent.resolve()
     broken = set()
     for page in _pages():
         text = page.read_text(encoding="utf-8")
@@ -227,8 +202,6 @@ def test_relative_links_resolve() -> None:
                 continue
             path = (page.parent / target.split("#", 1)[0]).resolve()
             if path.exists():
-                continue
-            if path.is_relative_to(root) and path.relative_to(root).as_posix() in ARTEFACTS:
                 continue
             broken.add(f"{page.name} -> {target}")
     assert not broken, f"broken relative links: {sorted(broken)}"
