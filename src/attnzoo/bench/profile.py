@@ -371,8 +371,12 @@ def profile_one(
     module.eval()
     with torch.no_grad():
         counter = FlopCounterMode(display=False)
-        with counter:
-            module(*inputs)
+        try:
+            with counter:
+                module(*inputs)
+        except ValueError as error:  # e.g. a fusion module whose second input is fixed-width
+            row.error = f"not applicable at this shape: {error}"
+            return row
         row.macs = int(counter.get_total_flops() // 2)
         row.forward_ms = _median_ms(lambda: module(*inputs), min_run_time)
         if info.kind == "gate":
