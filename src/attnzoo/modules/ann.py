@@ -63,7 +63,6 @@ _PAPER = dict(
     },
 )
 _DROPOUT = Divergence("dropout", 0.0, 0.0, 0.05, "official blocks end with Dropout2d(0.05)")
-_EXAMPLE_LOW_CHANNELS = 16
 
 
 def pyramid_pool(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -118,8 +117,10 @@ def _fusion_inputs(
     device: torch.device | str | None,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, ...]:
+    # The low-level map has ``low_channels`` channels, by default as many as the high-level one:
+    # the example follows the constructor's default so that it fits a module built at any width.
     high = torch.randn(batch, channels, height, width, generator=generator, dtype=dtype)
-    low = torch.randn(batch, _EXAMPLE_LOW_CHANNELS, height, width, generator=generator, dtype=dtype)
+    low = torch.randn(batch, channels, height, width, generator=generator, dtype=dtype)
     return tuple(t.to(device) if device is not None else t for t in (high, low))
 
 
@@ -128,7 +129,6 @@ def _fusion_inputs(
     kind="fusion",
     placement="between the last two stages: high = stage 4 output, low = stage 3 output",
     divergences=(_DROPOUT,),
-    example_options={"low_channels": _EXAMPLE_LOW_CHANNELS},
     inputs=_fusion_inputs,
     **_PAPER,  # type: ignore[arg-type]
 )
