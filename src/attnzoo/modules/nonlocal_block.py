@@ -52,7 +52,7 @@ _INFO = dict(
     arxiv="1711.07971",
     code_url="https://github.com/facebookresearch/video-nonlocal-net",
     category="self-attention",
-    placement="stage_end",
+    placement="between_stages",
     divergences=(
         Divergence("scaled", True, False, True, "official code scales θᵀφ by (C/2)^-0.5"),
         Divergence(
