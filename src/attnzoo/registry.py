@@ -112,6 +112,25 @@ class ModuleInfo:
         return tuple(inputs[0].shape)
 
 
+VIDEO_FRAMES = 3
+
+
+def video_inputs(
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Example inputs of the video forms: one clip (B, C, T=3, H, W)."""
+    clip = torch.randn(
+        batch, channels, VIDEO_FRAMES, height, width, generator=generator, dtype=dtype
+    )
+    return (clip.to(device) if device is not None else clip,)
+
+
 _REGISTRY: dict[str, ModuleInfo] = {}
 _LOADED = False
 

@@ -55,7 +55,7 @@ from attnzoo.layers import (
     reduced_channels,
     softmax_fp32,
 )
-from attnzoo.registry import register
+from attnzoo.registry import register, video_inputs
 
 _EDGE_BIAS = {
     "edge_norm.bias": "shifts every edge logit equally; the softmax over neighbours ignores it "
@@ -73,20 +73,6 @@ _IAU_INFO = dict(
     placement="stage_end",
     identity_at_init=True,
 )
-
-
-def _video_inputs(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype,
-    device: torch.device | str | None,
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, ...]:
-    """Example clips (B, C, T=3, H, W) for the video forms."""
-    x = torch.randn(batch, channels, 3, height, width, generator=generator, dtype=dtype)
-    return (x.to(device) if device is not None else x,)
 
 
 def _zero_bn(channels: int) -> nn.BatchNorm2d:
@@ -136,7 +122,7 @@ class CIAU(_CIAU):
     "ciau3d",
     category="channel",
     memory="O(B·(C·T)²): the (C·T)×(C·T) channel-frame affinity, by definition",
-    inputs=_video_inputs,
+    inputs=video_inputs,
     **_IAU_INFO,
 )
 class CIAU3d(_CIAU):
@@ -242,7 +228,7 @@ class SIAU(_SIAU):
     no_grad_params=_EDGE_BIAS,
     maps=("spatial",),
     memory="O(B·(T·P)²·C): a graph over the T·P parts of a clip",
-    inputs=_video_inputs,
+    inputs=video_inputs,
     **_IAU_INFO,
 )
 class SIAU3d(_SIAU):

@@ -40,7 +40,7 @@ from attnzoo.layers import (
     positions_last,
     reduced_channels,
 )
-from attnzoo.registry import Divergence, register
+from attnzoo.registry import Divergence, register, video_inputs
 
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 
@@ -163,20 +163,7 @@ class NonLocal2d(_NonLocalNd):
     pool_kernel = (2, 2)
 
 
-def _video_inputs(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype,
-    device: torch.device | str | None,
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, ...]:
-    x = torch.randn(batch, channels, 3, height, width, generator=generator, dtype=dtype)
-    return (x.to(device) if device is not None else x,)
-
-
-@register("nonlocal3d", kind="gate", inputs=_video_inputs, **_INFO)  # type: ignore[arg-type]
+@register("nonlocal3d", kind="gate", inputs=video_inputs, **_INFO)  # type: ignore[arg-type]
 class NonLocal3d(_NonLocalNd):
     """Space-time non-local block on videos (B, C, T, H, W), 1x2x2 max-pool sub-sampling."""
 
