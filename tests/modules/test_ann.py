@@ -1,27 +1,12 @@
 """APNB and AFNB against the paper's equations, recomputed naively in float64 (explicit
 adaptive-pool bins, explicit N×S attention matrix) from the modules' own weights."""
 
-import math
-
 import pytest
 import torch
+from _random_weights import randomized
 from torch.profiler import profile
 
 import attnzoo
-
-
-def randomized(name, channels, **options):
-    torch.manual_seed(0)
-    module = attnzoo.create(name, channels, **options).double().eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) / math.sqrt(p.numel()))
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(generator=generator)
-                m.running_var.uniform_(0.5, 2.0, generator=generator)
-    return module
 
 
 def conv1x1(conv, x):

@@ -1,28 +1,13 @@
 """DANet PAM, CAM and head against the paper's equations, recomputed naively in float64 with
 explicit N×N / C×C matrices and loops from the modules' own weights."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from _random_weights import randomized
 from torch.profiler import profile
 
 import attnzoo
-
-
-def randomized(name, channels, **options):
-    torch.manual_seed(0)
-    module = attnzoo.create(name, channels, **options).double().eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) / math.sqrt(p.numel()))
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(generator=generator)
-                m.running_var.uniform_(0.5, 2.0, generator=generator)
-    return module
 
 
 def conv1x1(conv, x_flat):

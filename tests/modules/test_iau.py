@@ -1,27 +1,11 @@
 """CIAU / SIAU (image and video forms) against the IAU equations, recomputed in float64 with
 explicit loops over channels, parts, frames and graph edges."""
 
-import math
-
 import pytest
 import torch
+from _random_weights import randomize
 
 import attnzoo
-
-
-def randomize(module, seed=0):
-    """Random weights and eval-mode BN statistics, including the zero-initialised output BN."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / math.sqrt(p[0].numel()))
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
 
 
 def bn(v, m):
