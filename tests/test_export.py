@@ -12,7 +12,6 @@ import attnzoo
 from attnzoo import models
 from attnzoo.cli import main
 from attnzoo.export import ExportReport, export_model, size_bound_modules
-from attnzoo.train import TrainConfig, train
 
 
 class Tiny(nn.Module):
@@ -121,22 +120,9 @@ def test_gattanet_wrapped_toy_exports_with_dynamic_batch(tmp_path, fmt, suffix):
 
 
 @pytest.mark.slow
-def test_export_command_on_a_trained_checkpoint(tmp_path, capsys):
-    config = TrainConfig(
-        model="resnet20",
-        attention="cbam",
-        data="synthetic",
-        data_options={"num_images": 16, "num_test": 4, "clutter": 2},
-        image_size=16,
-        batch_size=8,
-        epochs=1,
-        max_steps=1,
-        progress="none",
-        device="cpu",
-    )
-    train(config, tmp_path / "run")
+def test_export_command_on_a_trained_checkpoint(tmp_path, capsys, cbam_checkpoint):
     out = tmp_path / "resnet20_cbam.pt2"
-    args = ["export", "--checkpoint", str(tmp_path / "run"), "--format", "torch-export"]
+    args = ["export", "--checkpoint", str(cbam_checkpoint), "--format", "torch-export"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "max abs difference vs PyTorch" in printed and "dynamic: batch, height, width" in printed

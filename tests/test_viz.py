@@ -11,7 +11,6 @@ from torch import nn
 import attnzoo
 from attnzoo import models
 from attnzoo.cli import main
-from attnzoo.train import TrainConfig, train
 from attnzoo.viz import attention_grid, capture_attention
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,22 +121,9 @@ def test_models_without_a_spatial_map_are_refused_with_a_reason():
         attention_grid(TwoMaps(), torch.randn(2, 3, 8, 8), importance_maps=torch.zeros(3, 1, 8, 8))
 
 
-def test_viz_command_writes_png_grids_of_a_trained_checkpoint(tmp_path, capsys):
-    config = TrainConfig(
-        model="resnet20",
-        attention="cbam",
-        data="synthetic",
-        data_options={"num_images": 16, "num_test": 5, "clutter": 2},
-        image_size=16,
-        batch_size=8,
-        epochs=1,
-        max_steps=1,
-        progress="none",
-        device="cpu",
-    )
-    train(config, tmp_path / "run")
+def test_viz_command_writes_png_grids_of_a_trained_checkpoint(tmp_path, capsys, cbam_checkpoint):
     out = tmp_path / "viz"
-    args = ["viz", "--checkpoint", str(tmp_path / "run"), "--num-images", "3"]
+    args = ["viz", "--checkpoint", str(cbam_checkpoint), "--num-images", "3"]
     assert main([*args, "--rows-per-grid", "2", "--out", str(out)]) == 0
     record = json.loads((out / "viz.json").read_text())
     # resnet20 has 9 basic blocks, each with a CBAM at the block end.
