@@ -157,3 +157,21 @@ def test_bf16_and_float64_inputs_give_finite_results():
 def test_unknown_pairwise_is_rejected():
     with pytest.raises(ValueError, match="pairwise must be one of"):
         attnzoo.create("nonlocal", 8, pairwise="cosine")
+
+
+def test_dot_product_does_not_overflow_fp16_when_summing_over_the_keys():
+    """φᵀg summed over N' keys before the 1/N' overflows fp16 (65504) even when the output,
+    a mean, is small: every key and value is 100 here, so Σ_j φ_j g_j = 16·10⁴ but the mean is
+    10⁴ and the output is ~40."""
+    module = attnzoo.create("nonlocal", 8, pairwise="dot_product", sub_sample=False).eval()
+    with torch.no_grad():
+        module.out_norm.weight.fill_(1.0)
+        for conv, bias in ((module.theta, 1e-3), (module.phi, 100.0), (module.g, 100.0)):
+            conv.weight.zero_()
+            conv.bias.fill_(bias)
+    x = torch.randn(1, 8, 4, 4)
+    expected = module(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = module(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)

@@ -141,8 +141,9 @@ class _NonLocalNd(nn.Module):
             scale = self.inner**-0.5 if self.scaled and self.pairwise != "gaussian" else 1.0
             y = attention_fp32(q, k, v, scale=scale)  # (B, 1, N, C/2)
         elif self.pairwise == "dot_product":
-            # θ (φᵀ g) / N': never forms the N×N' matrix
-            y = q @ (k.transpose(-1, -2) @ v) / num_keys  # (B, 1, N, C/2)
+            # θ (φᵀ g / N'): never forms the N×N' matrix; g is divided before the sum over the
+            # N' keys so that φᵀg is a mean (a sum of N' products overflows fp16 under autocast)
+            y = q @ (k.transpose(-1, -2) @ (v / num_keys))  # (B, 1, N, C/2)
         else:
             w_theta, w_phi = self.concat_project.split(self.inner)
             logits = (q @ w_theta).unsqueeze(-1) + (k @ w_phi).unsqueeze(-2)  # (B, 1, N, N')
