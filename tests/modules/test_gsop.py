@@ -122,3 +122,19 @@ def test_gsop_structure():
     assert module.reduce.out_channels == 128
     assert module.row_conv.groups == 128 and module.row_conv.kernel_size == (128, 1)
     assert module.row_conv.out_channels == 512 and module.fc.out_channels == 64
+
+
+def test_covariance_does_not_overflow_fp16_when_summing_over_positions():
+    """Σ_i x_i x_iᵀ over N positions before the 1/N overflows fp16 (65504) under autocast
+    even when the covariance, a mean, is well inside the range."""
+    torch.manual_seed(0)
+    module = attnzoo.create("gsop", 8, rd_channels=4).eval()
+    with torch.no_grad():
+        module.reduce_bn.weight.fill_(300.0)  # features of a few hundred: squares ~1e4-1e5
+        module.row_bn.running_var.fill_(1e8)  # keep what follows the covariance O(1)
+    x = torch.randn(1, 8, 6, 6)
+    expected = module(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = module(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)

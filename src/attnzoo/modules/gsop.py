@@ -139,7 +139,8 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
         if self.mode == "channel":
             feats = F.relu(feats).flatten(2)  # (B, d, N)
             centred = feats - feats.mean(dim=2, keepdim=True)
-            cov = torch.bmm(centred, centred.transpose(1, 2)) / feats.shape[2]  # (B, d, d)
+            # 1/N before the sum over positions: Σ_i of N products overflows fp16 under autocast
+            cov = torch.bmm(centred / feats.shape[2], centred.transpose(1, 2))  # (B, d, d)
             gate = self._covariance_gate(cov)  # (B, C, 1, 1)
             self._record("channel", gate)
             return x * gate
@@ -148,13 +149,13 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
         depth = feats.shape[1]
         if self.spatial_norm == "channels":
             centred = feats - feats.mean(dim=1, keepdim=True)
-            cov = torch.bmm(centred.transpose(1, 2), centred) / depth  # (B, P², P²)
+            cov = torch.bmm(centred.transpose(1, 2) / depth, centred)  # (B, P², P²)
         else:
             positions = size * size
             total = feats.sum(dim=1, keepdim=True)  # (B, 1, P²) = 1ᵀX
-            cov = torch.bmm(feats.transpose(1, 2), feats) / positions - torch.bmm(
-                total.transpose(1, 2), total
-            ) / (positions * positions)  # (B, P², P²)
+            cov = torch.bmm(feats.transpose(1, 2) / positions, feats) - torch.bmm(
+                total.transpose(1, 2) / positions, total / positions
+            )  # (B, P², P²)
         gate = self._covariance_gate(cov).reshape(batch, 1, size, size)  # (B, 1, P, P)
         gate = F.adaptive_avg_pool2d(gate, (x.shape[-2], x.shape[-1]))  # (B, 1, H, W)
         self._record("spatial", gate)
