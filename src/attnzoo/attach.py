@@ -34,7 +34,6 @@ Insertion changes the state-dict keys of the wrapped modules (``layer1.0.bn2.wei
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnzoo.registry import ModuleInfo, create, list_modules, module_info
+from attnzoo.registry import ModuleInfo, create, did_you_mean, list_modules, module_info
 
 __all__ = ["PAPER_STAGES", "PLACEMENTS", "AttachedChain", "AttendedInput", "attach"]
 
@@ -432,8 +431,7 @@ def attach(
         known = dict(model.named_modules())
         for qualified in names:
             if qualified not in known or qualified == "":
-                close = difflib.get_close_matches(qualified, [n for n in known if n], n=3)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                hint = did_you_mean(qualified, known)
                 raise ValueError(f"model has no submodule {qualified!r}.{hint}")
         mode = "replace_conv" if info.kind == "conv" else "after"
         sites = [_Site(n, 0, _channels_of(known[n]), mode) for n in names]

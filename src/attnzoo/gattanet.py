@@ -30,13 +30,14 @@ O(B·C) extra memory instead of O(B·d·H·W).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from attnzoo.registry import did_you_mean
 
 __all__ = ["GAttANet", "LayerAttention", "infer_channels", "wrap"]
 
@@ -219,8 +220,7 @@ class GAttANet(nn.Module):
         modules = dict(model.named_modules())
         for name in names:
             if name not in modules:
-                close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                hint = did_you_mean(name, modules)
                 raise ValueError(f"model has no submodule named {name!r}.{hint}")
         given = dict(channels or {})
         extra = sorted(set(given) - set(names))

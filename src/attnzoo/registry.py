@@ -11,7 +11,7 @@ import difflib
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,13 @@ def video_inputs(
     return (clip.to(device) if device is not None else clip,)
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ " Did you mean: a, b?" with the closest of ``known`` to ``name``, or "" if none is close:
+    the hint every "unknown name" error of the library ends with."""
+    close = difflib.get_close_matches(name, [k for k in known if k], n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
 _REGISTRY: dict[str, ModuleInfo] = {}
 _LOADED = False
 
@@ -183,8 +190,7 @@ def module_info(name: str) -> ModuleInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, _REGISTRY)
         raise ValueError(
             f"unknown attention module {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}"
         ) from None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import json
 import math
 import shutil
@@ -43,6 +42,7 @@ from typing import Any
 
 import torch
 
+from attnzoo.registry import did_you_mean
 from attnzoo.train.checkpoint import write_json_atomic
 from attnzoo.train.config import TrainConfig
 
@@ -255,8 +255,7 @@ def _entry_for(name: str, settings: BenchSettings, image_size: tuple[int, int]) 
     gates = list_modules(kind="gate")
     if module not in gates:
         known = ["baseline", "gattanet"] + gates + [f"{g}{MAPS_SUFFIX}" for g in gates]
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, known)
         raise ValueError(
             f"unknown leaderboard entry {name!r}.{hint} Expected baseline, gattanet, a gate "
             f"module ({', '.join(gates)}) or NAME{MAPS_SUFFIX} for map supervision"

@@ -7,13 +7,14 @@ imports every file on first use, so a new model file needs no edit here. A build
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
+
+from attnzoo.registry import did_you_mean
 
 Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
@@ -52,8 +53,7 @@ def get_builder(name: str) -> Builder:
     try:
         return _MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, _MODELS)
         raise ValueError(
             f"unknown model {name!r}.{hint} Known: {', '.join(sorted(_MODELS))}"
         ) from None
