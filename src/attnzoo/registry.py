@@ -160,16 +160,20 @@ def register(name: str, **info: Any) -> Callable[[type[nn.Module]], type[nn.Modu
     return decorator
 
 
-def _load_all() -> None:
-    """Import every file of ``attnzoo.modules`` so that each registers itself."""
-    global _LOADED
-    if _LOADED:
-        return
-    package = importlib.import_module("attnzoo.modules")
+def import_package_files(package_name: str) -> None:
+    """Import every public file of a package, so that each registers what it defines (the
+    registries of modules and of models fill themselves this way: a new file needs no edit)."""
+    package = importlib.import_module(package_name)
     for module in pkgutil.iter_modules(package.__path__):
         if not module.name.startswith("_"):
-            importlib.import_module(f"attnzoo.modules.{module.name}")
-    _LOADED = True
+            importlib.import_module(f"{package_name}.{module.name}")
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        import_package_files("attnzoo.modules")
+        _LOADED = True
 
 
 def list_modules(kind: str | None = None, category: str | None = None) -> list[str]:

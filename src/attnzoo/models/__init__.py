@@ -7,14 +7,12 @@ imports every file on first use, so a new model file needs no edit here. A build
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from attnzoo.registry import did_you_mean
+from attnzoo.registry import did_you_mean, import_package_files
 
 Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
@@ -36,9 +34,7 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 def _load_all() -> None:
     global _LOADED
     if not _LOADED:
-        for module in pkgutil.iter_modules(__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
+        import_package_files(__name__)
         _LOADED = True
 
 
