@@ -451,3 +451,36 @@ def test_built_in_resnets_wrap_by_name_at_their_documented_layers(name):
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(wrapped(x), base(x))
     assert wrapped.agreement["fc"].shape == (1, 4)
+
+
+def test_each_pass_keeps_its_own_batchnorm_statistics():
+    """Train mode normalises each pass with its own batch statistics; eval must too. With BN
+    momentum 1 the running statistics are those of the last batch, so eval on that batch must
+    reproduce the training-mode output (up to the unbiased running variance). With one shared
+    set of statistics (the bug this guards against) pass 1 and pass 2 overwrite each other."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8, momentum=1.0),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8, momentum=1.0),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+    wrapped = wrap(net, layers=["2", "5"], d=4, channels={"2": 8, "5": 8})
+    with torch.no_grad():
+        for alpha in wrapped.alphas.values():
+            alpha.fill_(1.0)
+    x = torch.randn(16, 3, 12, 12)
+    with torch.no_grad():
+        trained = wrapped.train()(x)
+        evaluated = wrapped.eval()(x)
+    torch.testing.assert_close(evaluated, trained, rtol=1e-3, atol=1e-3)
+    keys = [k for k in wrapped.state_dict() if k.startswith("pass_statistics.0.")]
+    assert len(keys) == 6  # 2 norms x (running_mean, running_var, num_batches_tracked)
+    pass1 = wrapped.model[4].running_mean
+    pass2 = wrapped.pass_statistics[0].get_buffer("4__running_mean")
+    assert not torch.allclose(pass1, pass2)  # modulation changed pass 2's statistics

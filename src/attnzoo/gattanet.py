@@ -23,6 +23,14 @@ produced, gatta computed from pass k−1's keys and global query; the prediction
 last pass. Keys and queries of pass k (k ≥ 2, for k < iterations) are taken from the modulated
 outputs X', which are that pass's activations. Gradients flow through every pass.
 
+BatchNorm: in training each pass is normalised with its own batch statistics, and pass k ≥ 2
+sees modulated activations. So that evaluation sees the same normalisation, every pass k ≥ 2
+keeps its own running statistics of every BatchNorm of the model (``pass_statistics``, in the
+state_dict; pass 1 uses the model's own), exchanged in place around that pass. With one shared
+set, the running averages mix unmodulated and modulated activations and match neither (on
+Fashion-MNIST: 88.6 % in eval mode against 92.8 % for the same weights with batch statistics).
+Affine weights stay shared: running statistics are not learned weights.
+
 Because the equations are linear in X, keys are never materialised: the query of a conv layer
 is ``GAP(X) @ Q`` and its agreement ``Σ_c X(c, x, y) · (K q_avg)(c)`` — the same numbers with
 O(B·C) extra memory instead of O(B·d·H·W).
@@ -32,14 +40,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from attnzoo.registry import did_you_mean
 
-__all__ = ["GAttANet", "LayerAttention", "infer_channels", "wrap"]
+__all__ = ["GAttANet", "LayerAttention", "PassNormStatistics", "infer_channels", "wrap"]
 
 # Modules whose output has the channel count of their input: skipped when the channel count of
 # an nn.Sequential is read from its last element.
@@ -188,6 +196,36 @@ class _Hook:
         return self.owner._on_layer_output(self.name, output)
 
 
+_NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class PassNormStatistics(nn.Module):
+    """Running statistics of every tracked BatchNorm of a model, for one pass k ≥ 2: buffers
+    ``{norm name with '.' as '__'}__{running_mean, running_var, num_batches_tracked}``,
+    initialised from the model's own (so a pretrained model starts from its statistics)."""
+
+    def __init__(self, norms: Mapping[str, nn.modules.batchnorm._BatchNorm]) -> None:
+        super().__init__()
+        for name, norm in norms.items():
+            for field in _NORM_STATISTICS:
+                value = getattr(norm, field)
+                self.register_buffer(f"{_key(name)}__{field}", value.detach().clone())
+
+    def exchange(self, norms: Mapping[str, nn.modules.batchnorm._BatchNorm]) -> None:
+        """Swap these statistics with the norms' own, in place (its own inverse)."""
+        with torch.no_grad():
+            for name, norm in norms.items():
+                for field in _NORM_STATISTICS:
+                    own, kept = getattr(norm, field), self.get_buffer(f"{_key(name)}__{field}")
+                    held = own.clone()
+                    own.copy_(kept)
+                    kept.copy_(held)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__") or "__root__"
+
+
 class GAttANet(nn.Module):
     """A model wrapped with the GAttANet global attention system (see :func:`wrap`).
 
@@ -241,11 +279,24 @@ class GAttANet(nn.Module):
         self.attention = nn.ModuleDict(
             {self._keys[n]: LayerAttention(int(given[n]), d) for n in names}
         )
+        self._norm_names = tuple(
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and module.track_running_stats
+            and module.running_mean is not None
+        )
+        self.pass_statistics = nn.ModuleList(
+            PassNormStatistics(self._norms()) for _ in range(iterations - 1)
+        )
         self.global_query: torch.Tensor | None = None
         self.agreement: dict[str, torch.Tensor] = {}
         self._call: dict[str, Any] | None = None  # per-call state, None outside forward
         for name in names:
             modules[name].register_forward_hook(_Hook(self, name))
+
+    def _norms(self) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+        return {name: self.model.get_submodule(name) for name in self._norm_names}  # type: ignore[misc]
 
     def layer_attention(self, name: str) -> LayerAttention:
         """K, Q and α of a participating layer, by its qualified name in the wrapped model."""
@@ -318,9 +369,14 @@ class GAttANet(nn.Module):
         self._call = call
         try:
             output = self.model(*args, **kwargs)
-            for _ in range(1, self.iterations):
+            norms = self._norms()
+            for statistics in cast("list[PassNormStatistics]", list(self.pass_statistics)):
                 self._finish_pass(call)
-                output = self.model(*args, **kwargs)
+                statistics.exchange(norms)  # this pass's BatchNorm statistics in
+                try:
+                    output = self.model(*args, **kwargs)
+                finally:
+                    statistics.exchange(norms)  # and back out, updated in training
             if self.iterations == 1:
                 # Nothing is modulated; expose the agreement the next pass would use.
                 self._finish_pass(call)
