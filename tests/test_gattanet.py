@@ -484,3 +484,16 @@ def test_each_pass_keeps_its_own_batchnorm_statistics():
     pass1 = wrapped.model[4].running_mean
     pass2 = wrapped.pass_statistics[0].get_buffer("4__running_mean")
     assert not torch.allclose(pass1, pass2)  # modulation changed pass 2's statistics
+
+
+def test_backward_through_an_eval_mode_batchnorm_model():
+    # Eval-mode BatchNorm saves its running statistics for the backward pass: swapping the
+    # per-pass statistics must not modify those tensors (in-place copies did).
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)
+    )
+    net(torch.randn(2, 3, 6, 6))
+    wrapped = wrap(net, layers=["2", "4"], channels={"2": 4, "4": 3}).eval()
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    wrapped(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
