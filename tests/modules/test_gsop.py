@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _random_weights import randomize_batchnorm
 
 import attnzoo
 
@@ -10,17 +11,6 @@ def bn_eval(x, bn):
     shape = (1, -1) + (1,) * (x.dim() - 2)
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return (x - bn.running_mean.view(shape)) * scale.view(shape) + bn.bias.view(shape)
-
-
-def randomize(module):
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 def reduce(module, x):
@@ -75,7 +65,7 @@ def naive_channel_gsop(module, x, act, input_relu=False):
 def test_channel_gsop_matches_equations(options, act):
     torch.manual_seed(0)
     module = attnzoo.create("gsop", 16, rd_channels=6, **options).double().eval()
-    randomize(module)
+    randomize_batchnorm(module, seed=7)
     x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
     expected = naive_channel_gsop(module, x, act, options.get("input_relu", False))
     torch.testing.assert_close(module(x), expected)
@@ -87,7 +77,7 @@ def test_spatial_gsop_matches_equations(norm):
     module = attnzoo.create("gsop", 8, rd_channels=5, mode="spatial", pooled_size=3)
     module = module.double().eval()
     module.spatial_norm = norm
-    randomize(module)
+    randomize_batchnorm(module, seed=7)
     x = torch.randn(2, 8, 7, 6, dtype=torch.float64)
     feats = torch.nn.functional.adaptive_avg_pool2d(reduce(module, x), 3)  # (B, d, 3, 3)
     out = torch.empty_like(x)

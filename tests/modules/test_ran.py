@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from _random_weights import randomize_batchnorm
 
 import attnzoo
 
@@ -96,17 +97,6 @@ def naive_ran(module, x):
     return units(out, module.post), mask
 
 
-def randomize_bn(module):
-    gen = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-
-
 @pytest.mark.parametrize(
     ("depth", "size", "residual"),
     [(3, (11, 6), True), (2, (7, 7), True), (1, (5, 8), False)],
@@ -115,7 +105,7 @@ def test_ran_matches_the_attention_module(depth, size, residual):
     torch.manual_seed(0)
     module = attnzoo.create("ran", 8, depth=depth, attention_residual=residual)
     module = module.double().eval()
-    randomize_bn(module)
+    randomize_batchnorm(module, seed=11)
     x = torch.randn(2, 8, *size, dtype=torch.float64)
     expected, mask = naive_ran(module, x)
     with attnzoo.recording_maps(module):
