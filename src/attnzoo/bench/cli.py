@@ -16,7 +16,11 @@ from typing import Any
 
 import torch
 
+from attnzoo.bench.claims import claims_from_rows
 from attnzoo.bench.entries import (
+    DEFAULT_ATTENTIONS,
+    DEFAULT_EPOCHS,
+    DEFAULT_SEEDS,
     SYNTHETIC_DEFAULTS,
     SYNTHETIC_IMAGE_SIZE,
     BenchSettings,
@@ -26,6 +30,7 @@ from attnzoo.bench.entries import (
 )
 from attnzoo.bench.executors import format_duration, run_leaderboard
 from attnzoo.bench.report import markdown_table, require_pyplot, write_outputs
+from attnzoo.bench.sizes import parse_sizes, read_board, write_size_outputs
 
 __all__ = ["add_bench_arguments", "run_bench", "settings_from_args"]
 
@@ -40,13 +45,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder of the dataset's files")
     parser.add_argument(
         "--attentions",
-        default="all",
-        help="comma list (gate modules, NAME+maps, gattanet) or all (default)",
+        default=DEFAULT_ATTENTIONS,
+        help="comma list (gate modules, NAME+maps, gattanet) or all (every gate module: for a "
+        f"GPU or a longer run); default {DEFAULT_ATTENTIONS}",
     )
     parser.add_argument(
-        "--seeds", default="2", help="a count (2 = seeds 0,1) or a comma list (0,5,7)"
+        "--seeds",
+        default=str(DEFAULT_SEEDS),
+        help=f"a count ({DEFAULT_SEEDS} = seeds 0..{DEFAULT_SEEDS - 1}, the default) or a comma "
+        "list (0,5,7)",
     )
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
     recipe = parser.add_argument_group("recipe (defaults: the quick CPU leaderboard)")
@@ -55,8 +64,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     recipe.add_argument(
         "--num-images",
-        type=int,
-        help=f"synthetic training images ({SYNTHETIC_DEFAULTS['num_images']})",
+        help=f"synthetic training images ({SYNTHETIC_DEFAULTS['num_images']}); a comma list "
+        "(250,500,1000) runs one board per size under OUT/nSIZE and plots against size",
     )
     recipe.add_argument(
         "--num-test", type=int, help=f"synthetic test images ({SYNTHETIC_DEFAULTS['num_test']})"
@@ -66,6 +75,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     recipe.add_argument(
         "--clutter", type=int, help=f"synthetic distractors ({SYNTHETIC_DEFAULTS['clutter']})"
+    )
+    recipe.add_argument(
+        "--data-seed",
+        dest="seed",
+        type=int,
+        help=f"synthetic data seed ({SYNTHETIC_DEFAULTS['seed']}): the dataset is the same for "
+        "every run seed",
     )
     recipe.add_argument(
         "--data-opt",
@@ -140,6 +156,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    sizes = parse_sizes(args.num_images)
+    if sizes is not None and len(sizes) > 1:
+        return run_size_list(args, sizes)
+    args.num_images = sizes[0] if sizes else None
     settings = settings_from_args(args)
     settings.config(Entry("baseline"), settings.seeds[0]).validate()
     if not args.no_plots:
@@ -181,7 +201,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "runs": board.counts,
         "wall_s": round(board.wall_s, 1),
     }
-    written = write_outputs(board, args.out, meta, plots=not args.no_plots)
+    claims = claims_from_rows(board.rows)
+    missing = sorted({r["map_source"] for r in board.rows if r["map_source"].startswith("n/a")})
+    for reason in missing:
+        log(f"map alignment {reason}: those rows have no map ρ")
+    written = write_outputs(board, args.out, meta, plots=not args.no_plots, claims=claims)
     print(markdown_table(board.rows))
     if skipped:
         print("\nNot on the leaderboard:")
@@ -192,3 +216,21 @@ def run_bench(args: argparse.Namespace) -> int:
         f"\n{counts} in {format_duration(board.wall_s)}; wrote {', '.join(str(p) for p in written)}"
     )
     return 0
+
+
+def run_size_list(args: argparse.Namespace, sizes: list[int]) -> int:
+    """One board per training-set size under ``OUT/nSIZE``, then the curves over sizes."""
+    if args.data != "synthetic":
+        raise ValueError("--num-images applies to --data synthetic only")
+    if not args.no_plots:
+        require_pyplot()
+    status, boards = 0, {}
+    for size in sizes:
+        print(f"\n== {size} training images ==", file=sys.stderr, flush=True)
+        board_args = argparse.Namespace(**{**vars(args), "num_images": str(size)})
+        board_args.out = args.out / f"n{size}"
+        status = max(status, run_bench(board_args))
+        boards[size] = read_board(board_args.out)
+    written = write_size_outputs(args.out, boards, plots=not args.no_plots)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return status

@@ -25,9 +25,9 @@ def _count(value: int) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| entry | accuracy % (mean ± std) | Δ vs baseline, pp [95% CI] | params | MACs "
-        "| train img/s | map ρ (ceiling fraction) |"
+        "| train img/s | train acc % | map ρ (ceiling fraction) | map |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|"]
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         accuracy = _pct(row["accuracy_mean"])
         if row["accuracy_std"] is not None:
@@ -57,14 +57,25 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             _count(row["params"]),
             _count(row["macs"]),
             f"{row['images_per_s']:.0f}",
+            _pct(row.get("train_accuracy_mean")),
             alignment,
+            row.get("map_source", "-"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_outputs(board: Leaderboard, out: Path, meta: dict[str, Any], plots: bool) -> list[Path]:
-    """results.csv, results.json, results.md and (with ``plots``) the two PNGs."""
+def write_outputs(
+    board: Leaderboard,
+    out: Path,
+    meta: dict[str, Any],
+    plots: bool,
+    claims: list[dict[str, Any]] | None = None,
+) -> list[Path]:
+    """results.csv, results.json, results.md, claims.md (with ``claims``, the rows of
+    :func:`attnzoo.bench.claims.evaluate_claims`) and (with ``plots``) the two PNGs."""
+    from attnzoo.bench.claims import claims_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.csv", out / "results.json", out / "results.md"]
     with open(out / "results.csv", "w", newline="") as handle:
@@ -72,6 +83,8 @@ def write_outputs(board: Leaderboard, out: Path, meta: dict[str, Any], plots: bo
         writer.writeheader()
         writer.writerows(board.rows)
     document = {"meta": meta, "rows": board.rows, "skipped": board.skipped}
+    if claims is not None:
+        document["claims"] = claims
     write_json_atomic(out / "results.json", document)
     recipe = ", ".join(f"{k}={v}" for k, v in meta["recipe"].items())
     text = [
@@ -81,11 +94,24 @@ def write_outputs(board: Leaderboard, out: Path, meta: dict[str, Any], plots: bo
         f"Device {meta['device']}, {meta['threads']} thread(s), torch {meta['torch']}.",
         "Δ: mean of the per-seed differences with the baseline (same seed = same data and "
         "data order), 95% Student-t interval over seeds. MACs: one forward pass of one image. "
-        "Map ρ: mean per-image Spearman correlation of the recorded spatial map with the "
-        "importance maps; in brackets, ρ / 0.65753 (the ClickMe human ceiling).",
+        "Map ρ: mean per-image Spearman correlation of the entry's map with the "
+        "importance maps; in brackets, ρ / 0.65753 (the ClickMe human ceiling); map: which "
+        "map (attention = the modules' spatial maps, agreement = GAttANet's, gradcam:LAYER = "
+        "Grad-CAM of that layer).",
         "",
         markdown_table(board.rows),
     ]
+    if claims is not None:
+        table = claims_markdown(claims)
+        text += ["", "## Claims", "", table]
+        (out / "claims.md").write_text(
+            f"# Claims of the seed papers: {meta['model']} on {meta['data']}\n\n"
+            "Paired t-test over seeds, Holm-corrected across the rows (5% family-wise); "
+            "reproduced / contradicted: corrected p < 0.05 with Δ above / below 0.\n\n"
+            + table
+            + "\n"
+        )
+        written.append(out / "claims.md")
     if board.skipped:
         text += ["", "Not on the leaderboard:", ""]
         text += [f"- `{s['name']}`: {s['reason']}" for s in board.skipped]

@@ -3,9 +3,10 @@
 Every (entry, seed) run has its own folder ``OUT/runs/ENTRY/seedS``. A run with a
 ``result.json`` is reused; one with a checkpoint but no result continues with
 ``train(..., resume=True)``; a folder made with other settings is an error, never overwritten.
-The result holds the test accuracy and loss, map alignment (mean per-image Spearman ρ with the
-importance maps and the fraction of the ClickMe ceiling, :mod:`attnzoo.metrics`) where the
-model records a spatial map, parameters, MACs of one forward pass of one image
+The result holds the final model's test accuracy and loss on the whole test split, its
+training accuracy (last epoch), map alignment (mean per-image Spearman ρ with the importance
+maps and the fraction of the ClickMe ceiling, with the map it used: :mod:`.alignment`),
+parameters, MACs of one forward pass of one image
 (``torch.utils.flop_counter``, counted as multiply-accumulates like
 :mod:`attnzoo.bench.profile`) and training images per second.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from attnzoo.bench.alignment import final_evaluation
 from attnzoo.train.checkpoint import write_json_atomic
 from attnzoo.train.config import TrainConfig
 
@@ -78,13 +80,15 @@ def _summarise_run(run_dir: Path, config: TrainConfig, seconds: float) -> dict[s
     images = sum(r["throughput"] * r["time"] for r in records)
     train_time = sum(r["time"] for r in records)
     params, macs = _model_cost(config)
+    final = final_evaluation(run_dir)  # the whole test split, and a map for every entry
     return {
         "config": config.to_dict(),
-        "accuracy": last["val_accuracy"],
-        "loss": last["val_loss"],
+        "accuracy": final["accuracy"],
+        "loss": final["loss"],
         "train_accuracy": last["train_accuracy"],
-        "map_rho": last.get("val_map_rho"),
-        "map_fraction": last.get("val_map_fraction"),
+        "map_rho": final["map_rho"],
+        "map_fraction": final["map_fraction"],
+        "map_source": final["map_source"],
         "images_per_s": images / max(train_time, 1e-9),
         "epochs": last["epoch"],
         "steps": last["step"],

@@ -3,55 +3,20 @@
 - accuracy on the test split, mean ± sample standard deviation over seeds;
 - Δ against the baseline, paired by seed: the mean of the per-seed differences with a 95%
   Student-t interval ``mean ± t(0.975, n-1) · sd / √n`` (n = seeds); with one seed there is
-  no interval ("n/a").
+  no interval ("n/a"). The t quantile is ``scipy.stats.t`` (:func:`attnzoo.bench.claims.paired_test`);
+- training accuracy (last epoch) and map alignment with the map each entry used.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from attnzoo.bench.claims import paired_test
 from attnzoo.bench.entries import Entry
 
-__all__ = ["paired_interval", "summarise", "t_quantile"]
-
-
-def _two_sided_t_cdf(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    cos2 = math.cos(theta) ** 2
-    if df % 2 == 1:
-        total, term = 0.0, math.cos(theta)
-        for k in range(1, (df - 1) // 2 + 1):
-            # cos θ + 2/3 cos³θ + (2·4)/(3·5) cos⁵θ + ... up to cos^(df-2)θ
-            total += term
-            term *= cos2 * (2 * k) / (2 * k + 1)
-        return 2 / math.pi * (theta + math.sin(theta) * total)
-    total, term = 0.0, 1.0
-    for k in range(1, df // 2 + 1):
-        # 1 + 1/2 cos²θ + (1·3)/(2·4) cos⁴θ + ... up to cos^(df-2)θ
-        total += term
-        term *= cos2 * (2 * k - 1) / (2 * k)
-    return math.sin(theta) * total
-
-
-def t_quantile(probability: float, df: int) -> float:
-    """The ``probability`` quantile (> 0.5) of Student's t with integer ``df`` >= 1."""
-    if not 0.5 < probability < 1 or df < 1:
-        raise ValueError(f"expected 0.5 < probability < 1 and df >= 1, got {probability}, {df}")
-    target = 2 * probability - 1  # two-sided coverage
-    low, high = 0.0, 1.0
-    while _two_sided_t_cdf(high, df) < target:
-        high *= 2
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if _two_sided_t_cdf(middle, df) < target:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
+__all__ = ["paired_interval", "summarise"]
 
 
 def paired_interval(
@@ -59,18 +24,8 @@ def paired_interval(
 ) -> tuple[float, float | None, float | None]:
     """(mean difference, low, high) of ``values - reference`` paired by position: a Student-t
     interval on the per-pair differences; low and high are None with a single pair."""
-    if len(values) != len(reference) or not values:
-        raise ValueError(
-            f"paired_interval needs equally many (>= 1) values and references, got "
-            f"{len(values)} and {len(reference)}"
-        )
-    differences = [v - r for v, r in zip(values, reference, strict=True)]
-    mean = statistics.fmean(differences)
-    n = len(differences)
-    if n < 2:
-        return mean, None, None
-    half = t_quantile(0.5 + confidence / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    test = paired_test(values, reference, confidence)
+    return test["delta"], test["low"], test["high"]
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -81,6 +36,22 @@ def _mean(values: list[float | None]) -> float | None:
 def _std(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.stdev(present) if len(present) >= 2 else None
+
+
+def _per_seed(seeds: list[int], values: list[float | None]) -> str:
+    """``seed:value;...`` (6 decimals); empty when a value is missing."""
+    if any(v is None for v in values):
+        return ""
+    return ";".join(f"{s}:{v:.6f}" for s, v in zip(seeds, values, strict=True))
+
+
+def _sources(runs: list[dict[str, Any]]) -> str:
+    """The map the entry's runs used (``-`` for none; runs from before maps had a source:
+    ``attention`` where they have a ρ)."""
+    sources = {
+        r.get("map_source") or ("attention" if r.get("map_rho") is not None else "-") for r in runs
+    }
+    return ";".join(sorted(sources))
 
 
 def summarise(
@@ -99,6 +70,7 @@ def summarise(
             "seeds": len(seeds),
             "accuracy_mean": statistics.fmean(accuracies),
             "accuracy_std": _std(list(accuracies)),
+            "train_accuracy_mean": statistics.fmean(r["train_accuracy"] for r in runs),
             "delta_mean": None,
             "delta_ci_low": None,
             "delta_ci_high": None,
@@ -108,9 +80,9 @@ def summarise(
             "map_rho_mean": _mean([r["map_rho"] for r in runs]),
             "map_rho_std": _std([r["map_rho"] for r in runs]),
             "map_fraction_mean": _mean([r["map_fraction"] for r in runs]),
-            "accuracy_per_seed": ";".join(
-                f"{s}:{a:.4f}" for s, a in zip(seeds, accuracies, strict=True)
-            ),
+            "map_source": _sources(runs),
+            "accuracy_per_seed": _per_seed(seeds, accuracies),
+            "map_rho_per_seed": _per_seed(seeds, [r["map_rho"] for r in runs]),
         }
         if entry.attention is not None:
             mean, low, high = paired_interval(accuracies, baseline)
