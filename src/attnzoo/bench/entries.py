@@ -49,7 +49,7 @@ DEFAULT_EPOCHS = 10
 DEFAULT_SEEDS = 5
 # Training validates on this many test images per epoch (a learning curve); the board's
 # numbers come from the final evaluation on the whole test split (:mod:`.alignment`).
-EPOCH_VAL_IMAGES = 500
+EPOCH_VAL_IMAGES = 250
 SYNTHETIC_IMAGE_SIZE = 16
 MAPS_SUFFIX = "+maps"
 
