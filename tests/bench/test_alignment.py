@@ -118,3 +118,36 @@ def test_without_gradcam_the_row_says_why(baseline_run):
         assert source == "gradcam:layer3"
     else:
         assert source.startswith("n/a: pytorch-grad-cam unavailable (")
+
+
+def test_gattanet_is_aligned_through_its_agreement_maps(tmp_path):
+    run = tmp_path / "run"
+    config = TrainConfig(
+        model="resnet20",
+        attention="gattanet",
+        data_options={"num_images": 32, "num_test": 12, "num_classes": 4, "clutter": 2},
+        image_size=16,
+        batch_size=16,
+        epochs=1,
+        max_steps=1,
+        limit_val=4,
+        progress="none",
+        device="cpu",
+    )
+    train(config, run)
+    result = final_evaluation(run)
+    assert result["map_source"] == "agreement"
+    # The same ρ from the model's agreement maps of its spatial layers (layer1..layer3; the
+    # classifier's agreement has no positions).
+    from attnzoo.bench.alignment import _load
+
+    model, data, _ = _load(run)
+    from attnzoo.data import DeviceLoader
+
+    batch = next(iter(DeviceLoader(data, 12, torch.device("cpu"))))
+    with torch.no_grad():
+        model(batch["image"])
+    spatial = {k: v for k, v in model.agreement.items() if v.dim() == 4}
+    assert set(spatial) == {"layer1", "layer2", "layer3"}
+    expected = metrics.map_alignment(spatial, batch["map"], batch["has_map"])
+    assert result["map_rho"] == pytest.approx(expected.rho)
