@@ -7,51 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from tiny_boards import BOARD, RUNS, board_rows, run_results
 
 from attnzoo.bench.entries import BenchSettings, Entry
 from attnzoo.bench.executors import Execution, run_leaderboard
 from attnzoo.bench.placement import WorkerGroup
 from attnzoo.cli import main
-
-# 2 entries x 2 seeds, 2 epochs of 3 steps each: four runs of a second or so.
-BOARD = [
-    "--attentions", "se", "--seeds", "2", "--epochs", "2", "--image-size", "8",
-    "--num-images", "48", "--num-test", "16", "--batch-size", "16", "--no-plots",
-]  # fmt: skip
-RUNS = [f"{entry}/seed{seed}" for entry in ("baseline", "se") for seed in (0, 1)]
-TIMING = ("wall_s", "images_per_s")  # how long a run took: differs between any two runs
-
-
-def run_results(out: Path) -> dict[str, dict]:
-    """Each run's result.json without its timing, and its final weights."""
-    found = {}
-    for run in RUNS:
-        result = json.loads((out / "runs" / run / "result.json").read_text())
-        del result["config"]["save_every"]  # when to checkpoint changes nothing computed
-        final = max((out / "runs" / run / "checkpoints").glob("step_*"))
-        weights = load_file(str(final / "model.safetensors"))
-        found[run] = {
-            "result": {k: v for k, v in result.items() if k not in TIMING},
-            "weights": {k: v.numpy().tobytes() for k, v in weights.items()},
-        }
-    return found
-
-
-def board_rows(out: Path) -> list[dict]:
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in rows]
-
-
-@pytest.fixture(scope="module")
-def serial_board(tmp_path_factory):
-    """The reference: the board run one run at a time in this process."""
-    out = tmp_path_factory.mktemp("serial")
-    assert main(["bench", *BOARD, "--jobs", "1", "--out", str(out)]) == 0
-    return out
 
 
 def test_jobs_2_gives_exactly_the_results_of_jobs_1(serial_board, tmp_path, capsys):

@@ -213,10 +213,12 @@ def run_leaderboard(
             tasks.append(task)
     complete = [t for t in tasks if (t.run_dir / "result.json").is_file()]
     pending = [t for t in tasks if not (t.run_dir / "result.json").is_file()]
+    where = f"{min(execution.jobs, len(pending) or 1)} at a time (local)"
+    if execution.executor == "ray":
+        where = f"as Ray tasks of {execution.threads} CPU(s), {execution.gpus_per_run:g} GPU"
     log(
         f"{len(tasks)} runs ({len(entries)} entries x {len(settings.seeds)} seeds), "
-        f"{len(tasks) - len(pending)} already complete; {len(pending)} to run, "
-        f"{min(execution.jobs, len(pending) or 1)} at a time ({execution.executor})"
+        f"{len(tasks) - len(pending)} already complete; {len(pending)} to run, {where}"
     )
     results: dict[tuple[str, int], dict[str, Any]] = {}
     counts = {"trained": 0, "resumed": 0, "reused": 0}
