@@ -5,7 +5,7 @@ import json
 import pytest
 
 from _vision_imports import import_torchvision
-from attnzoo.bench.sizes import parse_sizes, size_curves
+from attnzoo.bench.sizes import epochs_for_size, parse_sizes, size_curves
 from attnzoo.cli import main
 
 import_torchvision()  # pytorch-grad-cam (the baseline's map) imports torchvision
@@ -37,6 +37,8 @@ def test_a_size_list_gives_one_board_per_size(tmp_path, capsys):
         )
         assert config["data_options"]["num_images"] == size
         assert config["data_options"]["seed"] == 0  # the same data for every run seed
+        # The steps of 10 epochs of the default 1,000 images, at every size.
+        assert config["epochs"] == {16: 625, 24: 417}[size] == round(10 * 1000 / size)
     summary = json.loads((tmp_path / "sizes.json").read_text())
     assert summary["sizes"] == [16, 24]
     points = {(p["entry"], p["num_images"]): p for p in summary["points"]}
@@ -52,6 +54,17 @@ def test_a_size_list_gives_one_board_per_size(tmp_path, capsys):
         assert point["map_rho_mean"] == pytest.approx(row["map_rho_mean"], abs=1e-6)  # 6 decimals
     assert (tmp_path / "sizes.png").stat().st_size > 0
     assert "| gala+maps | 16 |" in (tmp_path / "sizes.md").read_text()
+
+
+def test_epochs_keep_the_steps():
+    assert [epochs_for_size(10, n, 1000) for n in (250, 500, 1000, 2000, 4000)] == [
+        40,
+        20,
+        10,
+        5,
+        2,
+    ]
+    assert epochs_for_size(1, 100_000, 1000) == 1
 
 
 def test_size_curves_intervals_by_hand():

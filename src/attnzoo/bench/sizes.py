@@ -1,5 +1,11 @@
 """Sample efficiency: one leaderboard per training-set size (``--num-images 250,500,1000``).
 
+Each size trains for the same number of steps: ``--epochs`` is the number of epochs of the
+default board's size (1,000 images), and a board of N images trains for
+``round(epochs · 1000 / N)`` epochs (at least 1): 40 at 250 images, 10 at 1,000, 2 at 4,000
+(:func:`epochs_for_size`). Otherwise a small set would also be under-trained, and the curve would
+measure steps, not data.
+
 Each size is a complete board under ``OUT/nSIZE/`` (its own runs, results and claims, reused
 and resumed like any board). Then, over the sizes, ``OUT/sizes.json``, ``OUT/sizes.md`` and
 ``OUT/sizes.png``: test accuracy and map ρ of every entry against the training-set size, each
@@ -16,7 +22,12 @@ from typing import Any
 
 from attnzoo.train.checkpoint import write_json_atomic
 
-__all__ = ["parse_sizes", "read_board", "size_curves", "write_size_outputs"]
+__all__ = ["epochs_for_size", "parse_sizes", "read_board", "size_curves", "write_size_outputs"]
+
+
+def epochs_for_size(epochs: int, size: int, reference: int) -> int:
+    """Epochs of ``size`` images that take as many steps as ``epochs`` of ``reference``."""
+    return max(1, round(epochs * reference / size))
 
 
 def parse_sizes(text: str | int | None) -> list[int] | None:

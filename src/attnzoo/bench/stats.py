@@ -16,7 +16,15 @@ from typing import Any
 from attnzoo.bench.claims import paired_test
 from attnzoo.bench.entries import Entry
 
-__all__ = ["paired_interval", "summarise"]
+__all__ = ["COLUMNS", "paired_interval", "summarise"]
+
+# The columns of a row (results.csv), in order.
+COLUMNS = (
+    "entry", "attention", "map_weight", "seeds", "accuracy_mean", "accuracy_std",
+    "train_accuracy_mean", "delta_mean", "delta_ci_low", "delta_ci_high", "params", "macs",
+    "images_per_s", "map_rho_mean", "map_rho_std", "map_fraction_mean", "map_source",
+    "accuracy_per_seed", "map_rho_per_seed",
+)  # fmt: skip
 
 
 def paired_interval(
@@ -57,10 +65,14 @@ def _sources(runs: list[dict[str, Any]]) -> str:
 def summarise(
     entries: list[Entry], seeds: list[int], results: dict[tuple[str, int], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One row per entry (the baseline first) from the per-(entry, seed) results."""
-    baseline = [results[("baseline", s)]["accuracy"] for s in seeds]
+    """One row per entry (the baseline first) from the per-(entry, seed) results. An entry
+    with a run missing (failed) has no row; without every baseline run, no row has a Δ."""
+    complete = [e for e in entries if all((e.name, s) in results for s in seeds)]
+    baseline = None
+    if any(e.attention is None for e in complete):
+        baseline = [results[("baseline", s)]["accuracy"] for s in seeds]
     rows = []
-    for entry in entries:
+    for entry in complete:
         runs = [results[(entry.name, s)] for s in seeds]
         accuracies = [r["accuracy"] for r in runs]
         row: dict[str, Any] = {
@@ -84,7 +96,7 @@ def summarise(
             "accuracy_per_seed": _per_seed(seeds, accuracies),
             "map_rho_per_seed": _per_seed(seeds, [r["map_rho"] for r in runs]),
         }
-        if entry.attention is not None:
+        if entry.attention is not None and baseline is not None:
             mean, low, high = paired_interval(accuracies, baseline)
             row.update(delta_mean=mean, delta_ci_low=low, delta_ci_high=high)
         rows.append(row)
