@@ -54,8 +54,8 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x.double())
 
 
-def assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_same(got: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-9) -> None:
     assert got.shape == expected.shape
     scale = expected.abs().max().item()
     assert scale > 1e-3, "degenerate reference: logits are all near zero"
-    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9 * scale)
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * scale)
