@@ -46,7 +46,7 @@ def read_plan(path: str | Path, weights_format: str | None = None) -> Plan:
         problems.append(f"missing keys: {_listed(sorted(set(keys.missing)))}")
     if keys.remaining():
         problems.append(f"unexpected keys: {_listed(keys.remaining())}")
-    if problems:
+    if problems or plan is None:
         raise ValueError(f"{path}: not a {layout.name} checkpoint: {'; '.join(problems)}")
     return plan
 

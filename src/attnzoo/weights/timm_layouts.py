@@ -47,7 +47,9 @@ _STEM_WIDTHS = {32: "deep", 24: "deep_tiered"}
 
 
 def _is_torchvision(state: Mapping[str, torch.Tensor]) -> bool:
-    return "layer1.0.conv1.weight" in state and all(_TORCHVISION_KEY.match(k) for k in state)
+    return any(k.startswith("layer1.") for k in state) and all(
+        _TORCHVISION_KEY.match(k) for k in state
+    )
 
 
 def _is_timm(state: Mapping[str, torch.Tensor]) -> bool:
@@ -138,8 +140,10 @@ def _convert_timm(keys: SourceKeys, layout: str = "timm") -> Plan:
                 in_channels = 64 * 2 ** (stage - 1) if bottleneck else 0
                 in_channels = in_channels or _block_input(stage, index, bottleneck)
                 sk = f"{block}.conv{i}"
-                is_split, widths[block] = _move_sk(keys, sk, sk, in_channels)
-                split.add(is_split)
+                is_split, width = _move_sk(keys, sk, sk, in_channels)
+                if width:
+                    widths[block] = width
+                    split.add(is_split)
                 continue
             # timm's SK blocks wrap their other convs as ConvNormAct (conv{i}.conv / .bn)
             wrapped = f"{block}.conv{i}.conv.weight" in keys
@@ -153,10 +157,12 @@ def _convert_timm(keys: SourceKeys, layout: str = "timm") -> Plan:
         if kind == "se":
             for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
                 keys.move(f"{block}.se.{name}", f"{target}.{name}")
-            widths[block] = int(keys.out[f"{target}.fc1.weight"].shape[0])
+            if keys.out[f"{target}.fc1.weight"].numel():
+                widths[block] = int(keys.out[f"{target}.fc1.weight"].shape[0])
         elif kind == "eca":
             keys.move(f"{block}.se.conv.weight", f"{target}.conv.weight")
-            widths[block] = int(keys.out[f"{target}.conv.weight"].shape[-1])
+            if keys.out[f"{target}.conv.weight"].numel():
+                widths[block] = int(keys.out[f"{target}.conv.weight"].shape[-1])
     keys.move("fc.weight", "fc.weight")
     keys.move("fc.bias", "fc.bias")
     options: dict[str, Any] = {}
@@ -169,9 +175,9 @@ def _convert_timm(keys: SourceKeys, layout: str = "timm") -> Plan:
             s: {"k_size": k} for s, k in per_stage(widths, "kernel sizes", blocks).items()
         }
     if kind == "sk":
-        if len(split) != 1:
+        if len(split) > 1:
             raise ValueError("SK blocks mix split and unsplit inputs")
-        options.update(groups=1, split_input=split.pop(), min_rd_channels=1)
+        options.update(groups=1, split_input=bool(split and split.pop()), min_rd_channels=1)
         model_options["replaced_conv_norm"] = False
     return Plan(layout, arch, num_classes, keys.out, kind, options, None, model_options)
 
