@@ -76,7 +76,7 @@ def test_pickled_objects_are_refused(resnet18_state, tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.pth"):
         read_checkpoint(tmp_path / "nothing.pth")
 
 

@@ -100,7 +100,7 @@ def test_fold_errors_name_the_keys():
     state = {"a.bias": torch.ones(3), "n.running_mean": torch.zeros(4)}
     with pytest.raises(ValueError, match=r"a\.bias .*n\.running_mean"):
         fold_bias_into_norm(dict(state), "a.bias", "n")
-    with pytest.raises(ValueError, match="no m.running_mean"):
+    with pytest.raises(ValueError, match=r"no m\.running_mean"):
         fold_bias_into_norm(dict(state), "a.bias", "m")
     with pytest.raises(ValueError, match="single logit bias"):
         drop_softmax_shift({"c.bias": torch.ones(2)}, "c.bias")
