@@ -113,3 +113,21 @@ def test_eca_release_kernel_sizes_are_read_from_the_file(tmp_path):
     plan = read_plan(path)
     sizes = {s: o["k_size"] for s, o in plan.attention_options["stage_options"].items()}
     assert sizes == {1: 3, 2: 5, 3: 5, 4: 7}  # --ksize 3557, not the formula's 5, 5, 5, 7
+
+
+@pytest.mark.parametrize(
+    "variant", [{"stride_in_1x1": False}, {"stem_pool": "pad"}], ids=["stride", "pool"]
+)
+def test_caffe_variant_matters(variant, tmp_path):
+    """Each Caffe option the plan sets is needed: without it the logits differ."""
+    from attnzoo.weights.build import build_model
+
+    state = official_state("cadene_senet")
+    path = tmp_path / "se.pth"
+    save_as_released(state, path, "cadene_senet")
+    plan = read_plan(path)
+    plan.model_options = {**plan.model_options, **variant}
+    x = torch.randn(1, 3, 66, 66, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        expected = CASES["cadene_senet"][2]({k: v.double() for k, v in state.items()}, x)
+    assert not torch.allclose(logits(build_model(plan), x), expected, rtol=1e-4, atol=1e-4)
