@@ -23,10 +23,6 @@ Variants that released checkpoints need (``attnzoo.weights`` sets them from the 
   (no padding, ``ceil_mode=True``: the Caffe pooling).
 - ``avg_down=True``: projection shortcuts average-pool 2x2 (ceil mode, padding not counted)
   before a stride-1 1x1 conv (ResNet-D); keys ``downsample.1`` / ``downsample.2`` as timm.
-- ``replaced_conv_norm=False``: no BN after the conv that a ``conv_replace`` module replaces
-  (``conv2`` of bottlenecks, ``conv1`` of basic blocks); for SK networks whose SK conv carries
-  its own BN + ReLU (timm's ``skresnet*``). The ReLU stays: SK's output is a convex mix of
-  ReLU outputs, so it is non-negative and the ReLU is the identity on it.
 
 Attention is never built inside the blocks: build the plain network (weights initialised once,
 in :func:`init_resnet_weights`), then insert modules with :func:`attnzoo.attach`, so that a
@@ -99,11 +95,10 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         dilation: int = 1,
         stride_in_1x1: bool = False,
-        replaced_conv_norm: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_channels, planes, stride, dilation)
-        self.bn1: nn.Module = nn.BatchNorm2d(planes) if replaced_conv_norm else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, 1, dilation)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -129,13 +124,12 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
         dilation: int = 1,
         stride_in_1x1: bool = False,
-        replaced_conv_norm: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = conv1x1(in_channels, planes, stride if stride_in_1x1 else 1)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes, 1 if stride_in_1x1 else stride, dilation)
-        self.bn2: nn.Module = nn.BatchNorm2d(planes) if replaced_conv_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
@@ -165,9 +159,7 @@ def init_resnet_weights(model: nn.Module, zero_init_residual: bool = False) -> N
     if zero_init_residual:
         for module in model.modules():
             last_norm = getattr(module, "bn3", None) or getattr(module, "bn2", None)
-            if isinstance(module, (BasicBlock, Bottleneck)) and isinstance(
-                last_norm, nn.BatchNorm2d
-            ):
+            if isinstance(module, (BasicBlock, Bottleneck)) and last_norm is not None:
                 nn.init.zeros_(last_norm.weight)
 
 
@@ -187,7 +179,6 @@ class ResNet(nn.Module):
         stem: str = "7x7",
         stem_pool: str = "pad",
         avg_down: bool = False,
-        replaced_conv_norm: bool = True,
     ) -> None:
         super().__init__()
         if len(replace_stride_with_dilation) != 3:
@@ -201,7 +192,6 @@ class ResNet(nn.Module):
         self.dilation = 1
         self.avg_down = avg_down
         self.stride_in_1x1 = stride_in_1x1
-        self.replaced_conv_norm = replaced_conv_norm
         self.conv1: nn.Module = make_stem(in_channels, "3x3" if small_input else stem)
         if small_input:
             # CIFAR-style stem: keep the 32x32 resolution into the first stage.
@@ -248,14 +238,11 @@ class ResNet(nn.Module):
             downsample = nn.Sequential(
                 conv1x1(self.in_planes, out_planes, stride), nn.BatchNorm2d(out_planes)
             )
-        in_1x1, norm = self.stride_in_1x1, self.replaced_conv_norm
-        layers = [
-            block(self.in_planes, planes, stride, downsample, previous_dilation, in_1x1, norm)
-        ]
+        in_1x1 = self.stride_in_1x1
+        layers = [block(self.in_planes, planes, stride, downsample, previous_dilation, in_1x1)]
         self.in_planes = out_planes
         layers += [
-            block(self.in_planes, planes, 1, None, self.dilation, in_1x1, norm)
-            for _ in range(1, blocks)
+            block(self.in_planes, planes, 1, None, self.dilation, in_1x1) for _ in range(1, blocks)
         ]
         return nn.Sequential(*layers)
 

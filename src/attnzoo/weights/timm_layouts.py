@@ -8,7 +8,7 @@
   ``EcaModule`` conv, adaptive k -> attnzoo ``eca`` with k read per stage), and timm's SK
   networks (``timm.models.sknet``: ``SelectiveKernel`` in place of ``conv1`` of basic blocks /
   ``conv2`` of bottlenecks, input split across the two paths, its own BN + ReLU per path ->
-  attnzoo ``sk`` with ``split_input=True``, model option ``replaced_conv_norm=False``). Stems:
+  attnzoo ``sk`` with ``split_input=True``; attach drops the block's BN after it). Stems:
   7x7, ``deep`` (``*d``: 32-32-64) and ``deep_tiered`` (``*t``: 24-32-64); ``avg_down``
   shortcuts. Depths attnzoo builds: 18, 34, 50.
 
@@ -178,7 +178,6 @@ def _convert_timm(keys: SourceKeys, layout: str = "timm") -> Plan:
         if len(split) > 1:
             raise ValueError("SK blocks mix split and unsplit inputs")
         options.update(groups=1, split_input=bool(split and split.pop()), min_rd_channels=1)
-        model_options["replaced_conv_norm"] = False
     return Plan(layout, arch, num_classes, keys.out, kind, options, None, model_options)
 
 
