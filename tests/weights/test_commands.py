@@ -60,7 +60,7 @@ def test_convert_command_writes_an_attnzoo_safetensors(tmp_path, capsys):
 def test_viz_with_weights_draws_a_folder(cbam_weights, image_folder, tmp_path, capsys):
     out = tmp_path / "viz"
     args = ["viz", "--weights", str(cbam_weights[0]), "--data", "folder"]
-    args += ["--data-root", str(image_folder), "--image-size", "32", "--static", "--out", str(out)]
+    args += ["--data-root", str(image_folder), "--image-size", "32", "--out", str(out)]
     assert main(args) == 0
     record = json.loads((out / "viz.json").read_text())
     assert record["weights"] == str(cbam_weights[0]) and record["images"] == 3
