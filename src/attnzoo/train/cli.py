@@ -135,6 +135,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default=S)
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --out")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -144,13 +145,19 @@ def run_train(args: argparse.Namespace) -> int:
     given = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("out", "resume", "command") and not k.startswith("_")
+        if k not in ("out", "resume", "command", "tensorboard") and not k.startswith("_")
     }
     for key in ("attention_options", "model_options", "data_options", "map_options"):
         if key in given:
             given[key] = dict(given[key])
     config = TrainConfig.from_dict(given)
-    final = train(config, args.out, resume=args.resume, explicit=set(given))
+    if args.tensorboard:
+        from attnzoo.train.tensorboard import TensorBoardLog
+
+        with TensorBoardLog(args.out) as board:
+            final = train(config, args.out, args.resume, set(given), board.add_record)
+    else:
+        final = train(config, args.out, resume=args.resume, explicit=set(given))
     if final:
         print(json.dumps({"out": str(args.out), **final}))
     return 0
