@@ -3,7 +3,9 @@
 Runs the same small leaderboard (6 entries x 2 seeds of the default CPU recipe: 12 runs) twice
 into fresh folders, one after the other, first with --jobs 1 and then with --jobs 2, and
 writes the wall times, their ratio, the load average around each (the machine may be shared)
-and whether the two boards hold the same results (everything but the timing) to
+the CPU time they used (on a machine shared with other jobs the wall times say more about the
+load than about --jobs; equal CPU times say the parallel board did no extra work) and whether
+the two boards hold the same results (everything but the timing) to
 ``benchmarks/results/bench_jobs/``:
 
     .venv/bin/python benchmarks/bench_jobs.py
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,13 +38,18 @@ def run_board(jobs: int, out: Path) -> dict[str, Any]:
     environment = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     environment["MKL_NUM_THREADS"] = "1"
     load_before = os.getloadavg()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=environment, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(cpu_after, k) - getattr(cpu_before, k) for k in ("ru_utime", "ru_stime"))
     document = json.loads((out / "results.json").read_text())
     return {
         "jobs": jobs,
         "wall_s": round(wall, 2),
+        # CPU time of the command and its workers: the work done, whatever the machine's load.
+        "cpu_s": round(cpu, 2),
         "runs_wall_s": document["meta"]["wall_s"],
         "runs": document["meta"]["runs"],
         "load_average_before": [round(x, 2) for x in load_before],

@@ -76,6 +76,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K=V",
         help="dataset option, e.g. num_images=2000, clutter=4, source=fashion-mnist",
     )
+    what.add_argument(
+        "--weights",
+        default=S,
+        metavar="FILE",
+        help="start from a released checkpoint (docs/pretrained.md); new head if classes differ",
+    )
+    what.add_argument("--weights-format", default=S, help="force the --weights file's layout")
     what.add_argument("--task", choices=TASKS, default=S)
     what.add_argument("--image-size", type=int, default=S, help="resize the data to this size")
 
@@ -157,7 +164,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    from attnzoo.weights.commands import add_weights_options
+
+    parser.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    add_weights_options(parser)
     parser.add_argument("--data", default=None, help="dataset (default: the one trained on)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument(
@@ -190,7 +200,25 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from attnzoo.train.evaluate import evaluate_checkpoint
+    from attnzoo.weights.commands import evaluate_pretrained, source_of
 
+    if source_of(args) == "weights":
+        if args.noise_sigmas or args.noise_report:
+            raise ValueError("--noise-sigmas evaluates run folders (--checkpoint), not --weights")
+        result = evaluate_pretrained(
+            args.weights,
+            args.weights_format,
+            args.data,
+            args.data_root,
+            data_options=dict(args.data_options) if args.data_options else None,
+            image_size=args.image_size,
+            split=args.split,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        print(json.dumps(result, indent=2))
+        return 0
     result = evaluate_checkpoint(
         args.checkpoint,
         data=args.data,
