@@ -205,3 +205,14 @@ def test_a_checkpoint_of_another_model_is_an_error(tmp_path, capsys, cbam_checkp
     save_file(foreign, str(step / "model.safetensors"))
     line = _fails(capsys, ["eval", "--checkpoint", str(out)], 1)
     assert f"{step}: these weights belong to another model (missing" in line
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    from attnzoo.errors import UsageError
+
+    argv = [*TRAIN, "--lr", "-1", "--out", str(tmp_path / "run")]
+    with pytest.raises(UsageError, match="--lr must be"):
+        main(["--debug", *argv])
+    monkeypatch.setenv("ATTNZOO_DEBUG", "1")
+    with pytest.raises(UsageError, match="--lr must be"):
+        main(argv)
