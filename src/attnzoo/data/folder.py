@@ -12,7 +12,9 @@ integer arrays (H, W), non-negative, one per image at the same relative path; an
 a map gets ``has_map = False`` (the supervision loss is masked for it). Maps are kept as .npy,
 not PNG, because human importance maps are real-valued and an 8-bit PNG would quantise them.
 Every image is resized to ``image_size`` (bilinear, antialiased; maps bilinear too) so the split
-is one tensor.
+is one tensor. Labels are indices of the sorted class names, so the splits must hold the same
+class folders (else an error listing both), every class folder must hold an image, and maps
+must be finite: each is checked when loading, never discovered after training.
 """
 
 from __future__ import annotations
