@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,27 @@ def unwrap(model: nn.Module) -> nn.Module:
             inner = inner.module
         else:
             return inner
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The RNG states (torch, CUDA, Python) as tensors and numbers, for ``state.pt``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    py_version, py_state, py_gauss = random.getstate()
+    state["python"] = torch.tensor(py_state, dtype=torch.int64)
+    state["python_version"] = py_version
+    state["python_gauss"] = py_gauss
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    random.setstate(
+        (state["python_version"], tuple(state["python"].tolist()), state["python_gauss"])
+    )
 
 
 def save_checkpoint(

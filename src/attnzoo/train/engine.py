@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,14 @@ from torch import nn
 from attnzoo.data import DeviceLoader, TensorData, standard_augmentation
 from attnzoo.errors import DivergedError, RunFolderError, UsageError, warn
 from attnzoo.train import runfolder
-from attnzoo.train.checkpoint import latest_checkpoint, save_checkpoint, unwrap, write_json_atomic
+from attnzoo.train.checkpoint import (
+    latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+    write_json_atomic,
+)
 from attnzoo.train.config import RESUME_OVERRIDABLE, TrainConfig
 from attnzoo.train.progress import Progress
 from attnzoo.train.setup import (
@@ -67,26 +73,6 @@ __all__ = [
     "resolve_resume",
     "train",
 ]
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    py_version, py_state, py_gauss = random.getstate()
-    state["python"] = torch.tensor(py_state, dtype=torch.int64)
-    state["python_version"] = py_version
-    state["python_gauss"] = py_gauss
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-    random.setstate(
-        (state["python_version"], tuple(state["python"].tolist()), state["python_gauss"])
-    )
 
 
 # ----------------------------------------------------------------------------- the run folder
@@ -271,7 +257,7 @@ class _Run:
         try:
             self.optimizer.load_state_dict(start.state["optimizer"])
             self.scaler.load_state_dict(start.state["scaler"])
-            _set_rng_state(start.state["rng"], self.device)
+            set_rng_state(start.state["rng"], self.device)
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
             raise RunFolderError(
                 f"{checkpoint}: the training state (state.pt) does not fit this run ({error})"
@@ -412,6 +398,6 @@ class _Run:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(self.device),
+            "rng": rng_state(self.device),
         }
         save_checkpoint(self.out / "checkpoints", self.global_step, self.model, meta, state)

@@ -134,12 +134,7 @@ def evaluate(
                 sums["correct"] += float(correct)
                 sums["count"] += count
                 if config.task == "segment":
-                    pred = F.interpolate(logits.float(), size=batch["mask"].shape[-2:]).argmax(1)
-                    valid = batch["mask"] != IGNORE_INDEX
-                    index = batch["mask"][valid] * num_classes + pred[valid]
-                    confusion += torch.bincount(index, minlength=num_classes**2).view(
-                        num_classes, num_classes
-                    )
+                    confusion += _confusion(logits, batch["mask"], num_classes)
                 if with_maps and "map" in batch:
                     alignment = metrics.map_alignment(model, batch["map"], batch["has_map"])
                     if alignment.count:
@@ -163,14 +158,26 @@ def evaluate(
         "accuracy": totals["correct"] / totals["count"],
     }
     if config.task == "segment":
-        intersection = confusion.diagonal()
-        union = confusion.sum(0) + confusion.sum(1) - intersection
-        present = union > 0
-        result["miou"] = float((intersection[present] / union[present]).mean())
+        result["miou"] = _miou(confusion)
     if with_maps and totals["rho_count"]:
         result["map_rho"] = totals["rho"] / totals["rho_count"]
         result["map_fraction"] = result["map_rho"] / metrics.CLICKME_CEILING
     return result
+
+
+def _confusion(logits: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts of (true class, predicted class) over the valid pixels of a batch."""
+    pred = F.interpolate(logits.float(), size=mask.shape[-2:]).argmax(1)  # (B, H, W)
+    valid = mask != IGNORE_INDEX
+    index = mask[valid] * num_classes + pred[valid]
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def _miou(confusion: torch.Tensor) -> float:
+    intersection = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    present = union > 0
+    return float((intersection[present] / union[present]).mean())
 
 
 def has_spatial_maps(model: nn.Module) -> bool:
