@@ -68,6 +68,10 @@ def test_attention_option_typos_and_out_below_a_file(tmp_path, capsys):
         capsys, [*registered, "--attention-opt", "rd_ration=4", "--out", str(tmp_path / "a")], 2
     )
     assert "unknown option(s) rd_ration; valid options: rd_ratio" in line
+    line = _fails(
+        capsys, [*registered, "--attention-opt", "rd_ratio=abc", "--out", str(tmp_path / "a")], 2
+    )
+    assert "rd_ratio" in line and "abc" in line  # the option and the value at fault
     (tmp_path / "file").write_text("x")
     line = _fails(capsys, [*TRAIN, "--out", str(tmp_path / "file" / "run")], 2)
     assert f"--out {tmp_path / 'file' / 'run'}: {tmp_path / 'file'} is a file" in line

@@ -108,13 +108,19 @@ def check_options(function: Callable[..., Any], options: dict[str, Any], flag: s
             raise UsageError(f"{flag} {key}: unknown option; {hint}known: {', '.join(known)}")
 
 
-def call_with_options(function: Callable[..., Any], flag: str, /, **options: Any) -> Any:
-    """``function(**options)``, with a wrong option (a typo in a key, a value of the wrong
-    type) reported as a usage error naming ``flag`` instead of a traceback from inside."""
+def call_with_options(
+    function: Callable[..., Any], flag: str, given: dict[str, Any], /, **arguments: Any
+) -> Any:
+    """``function(**arguments)``, with a wrong option in ``given`` (the user's ``flag``
+    options: a typo in a key, a value of the wrong type) reported as a usage error naming
+    them, instead of a traceback from inside the builder."""
     try:
-        return function(**options)
+        return function(**arguments)
     except TypeError as error:
-        raise UsageError(f"{flag}: {error}") from None
+        shown = " ".join(f"{k}={v!r}" for k, v in given.items()) or "(none)"
+        raise UsageError(
+            f"{flag} {shown}: {error}; check these options' names and values"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- data
@@ -154,8 +160,9 @@ def load_split(config: TrainConfig, split: str) -> TensorData:
     elif config.data == "folder" and config.image_size is not None:
         options.setdefault("image_size", config.image_size)
     data = call_with_options(
-        load_dataset, "--data-opt", name=config.data, split=split, root=config.data_root, **options
-    )
+        load_dataset, "--data-opt", config.data_options,
+        name=config.data, split=split, root=config.data_root, **options,
+    )  # fmt: skip
     limit = config.limit_train if split == "train" else config.limit_val
     if limit is not None:
         data = data.subset(limit)
@@ -216,12 +223,15 @@ def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
     if ":" in config.model:
         if config.attention is not None:
             raise UsageError("--attention applies to registered models; build it into your own")
-        return call_with_options(builder, "--model-opt", num_classes=num_classes, **options)  # type: ignore[no-any-return]
+        return call_with_options(
+            builder, "--model-opt", config.model_options, num_classes=num_classes, **options
+        )  # type: ignore[no-any-return]
     from attnzoo import models
 
     return call_with_options(  # type: ignore[no-any-return]
         models.create,
         "--model-opt/--attention-opt",
+        {**config.model_options, **config.attention_options},
         name=config.model,
         attention=config.attention,
         num_classes=num_classes,
