@@ -142,11 +142,10 @@ def check_fresh(out: Path, config: TrainConfig) -> None:
     if not saved_file.is_file():
         return
     saved = read_json(saved_file, "run configuration")
+    saved = saved if isinstance(saved, dict) else {}
     new = config.to_dict()
-    differ = sorted(
-        k for k in set(new) | set(saved if isinstance(saved, dict) else {})
-        if k not in _COSMETIC and (saved.get(k) if isinstance(saved, dict) else None) != new.get(k)
-    )  # fmt: skip
+    keys = (set(new) | set(saved)) - set(_COSMETIC)
+    differ = sorted(k for k in keys if saved.get(k) != new.get(k))
     if differ:
         raise RunFolderError(
             f"{saved_file} belongs to another run (it differs in {', '.join(differ)}); {hint}"
