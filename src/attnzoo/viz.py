@@ -228,7 +228,10 @@ def attention_grid(
 
 
 def add_viz_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    from attnzoo.weights.commands import add_weights_options
+
+    parser.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    add_weights_options(parser)
     parser.add_argument(
         "--data", help="dataset to draw images from (default: the checkpoint's test split)"
     )
@@ -249,6 +252,7 @@ def run_viz(args: argparse.Namespace) -> int:
     from attnzoo.train.checkpoint import find_checkpoint
     from attnzoo.train.runfolder import load_run, load_weights
     from attnzoo.train.setup import build_model, load_split, match_channels
+    from attnzoo.weights.commands import pretrained_split, source_of
 
     for name, value in (("--num-images", args.num_images), ("--rows-per-grid", args.rows_per_grid)):
         if value < 1:
@@ -259,6 +263,17 @@ def run_viz(args: argparse.Namespace) -> int:
         _matplotlib()
     except ImportError as error:
         raise ValueError(str(error)) from None
+    if source_of(args) == "weights":
+        model, plan, data = pretrained_split(
+            args.weights,
+            args.weights_format,
+            args.data,
+            args.data_root,
+            image_size=args.image_size,
+            limit=args.num_images,
+        )
+        stats = (list(plan.mean), list(plan.std))
+        return _write_grids(model, data, stats, args, ("weights", args.weights, args.data))
     weights, meta, _, config = load_run(args.checkpoint, trust_code=args.trust_run_folder)
     if args.data is not None and args.data != config.data:
         config.data, config.data_options, config.data_root = args.data, {}, None
@@ -270,8 +285,23 @@ def run_viz(args: argparse.Namespace) -> int:
     load_weights(model, weights, find_checkpoint(args.checkpoint))
     model.eval()
     data = match_channels(data, model, config)
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    stats = (meta["mean"], meta["std"])
+    return _write_grids(model, data, stats, args, ("checkpoint", args.checkpoint, config.data))
+
+
+def _write_grids(
+    model: nn.Module,
+    data: Any,
+    stats: tuple[list[float], list[float]],
+    args: argparse.Namespace,
+    source: tuple[str, str, str],
+) -> int:
+    """The PNG grids and ``viz.json`` of ``model`` over ``data`` (a TensorData split), with
+    inputs normalised by ``stats`` (mean, std); ``source``: (kind, path, dataset name)."""
+    mean_values, std_values = stats
+    kind, path, data_name = source
+    mean = torch.tensor(mean_values).view(1, -1, 1, 1)
+    std = torch.tensor(std_values).view(1, -1, 1, 1)
     out = Path(args.out)
     files, summary = [], None
     for start in range(0, len(data), args.rows_per_grid):
@@ -287,8 +317,8 @@ def run_viz(args: argparse.Namespace) -> int:
             model,
             (images - mean) / std,
             importance_maps=maps,
-            mean=meta["mean"],
-            std=meta["std"],
+            mean=mean_values,
+            std=std_values,
             row_titles=titles,
             cmap=args.cmap,
             alpha=args.alpha,
@@ -297,9 +327,9 @@ def run_viz(args: argparse.Namespace) -> int:
         summary = {"columns": grid.columns, "column_kinds": grid.column_kinds}
     notes = []
     if data.maps is None:
-        notes.append(f"dataset {config.data!r} has no importance maps: no ground-truth column")
+        notes.append(f"dataset {data_name!r} has no importance maps: no ground-truth column")
     record = {
-        "checkpoint": str(args.checkpoint),
+        kind: str(path),
         "images": len(data),
         "files": files,
         **(summary or {}),

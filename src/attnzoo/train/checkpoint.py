@@ -230,7 +230,9 @@ def load_checkpoint(
         try:
             state = torch.load(state_file, map_location=map_location, weights_only=True)
         except Exception as error:
+            # torch's message runs to many lines; its first says what failed.
+            first = (str(error).splitlines() or [""])[0]
             raise RunFolderError(
-                f"{state_file}: not a tensor-only training state ({type(error).__name__}: {error})"
+                f"{state_file}: not a tensor-only training state ({type(error).__name__}: {first})"
             ) from None
     return weights, meta, state

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,11 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     explicit: frozenset[str] | set[str] = frozenset(),
+    on_record: Callable[[dict[str, Any]], None] | None = None,
     trust_code: bool = False,
 ) -> dict[str, Any]:
     """Train as configured, writing the run folder ``out_dir``; returns the final metrics.
+    ``on_record`` (rank 0) gets each epoch's metrics.jsonl record, e.g. for TensorBoard.
 
     ``resume`` continues the run saved in ``out_dir``; its ``config.json`` may name a model
     builder to import (``package.module:function``) only with ``trust_code=True`` or when
@@ -163,7 +166,7 @@ def train(
             if is_main:
                 runfolder.check_fresh(out, config)
             start = Start()
-        return _Run(config, out, start).fit()
+        return _Run(config, out, start, on_record).fit()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -174,6 +177,7 @@ class _Run:
     config: TrainConfig
     out: Path
     start: Start
+    on_record: Callable[[dict[str, Any]], None] | None = None
     running: dict[str, float] = field(default_factory=dict)
     last_record: dict[str, Any] = field(default_factory=dict)
 
@@ -357,6 +361,8 @@ class _Run:
         if world.main:
             with open(self.out / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.on_record is not None:
+                self.on_record(record)
         return record
 
     def _check_finite_loss(self, loss_value: float, epoch: int) -> None:

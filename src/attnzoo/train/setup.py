@@ -221,8 +221,10 @@ def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
         if key not in options and _accepts(builder, key):
             options[key] = value
     if ":" in config.model:
-        if config.attention is not None:
-            raise UsageError("--attention applies to registered models; build it into your own")
+        if config.attention is not None or config.weights is not None:
+            raise UsageError(
+                "--attention and --weights apply to registered models; build them into your own"
+            )
         return call_with_options(
             builder, "--model-opt", config.model_options, num_classes=num_classes, **options
         )  # type: ignore[no-any-return]
@@ -236,6 +238,8 @@ def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
         attention=config.attention,
         num_classes=num_classes,
         attention_options=config.attention_options,
+        weights=config.weights,
+        weights_format=config.weights_format,
         **options,
     )
 
