@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "SQUASHES",
     "ConvNormAct",
     "RecordsMaps",
     "attention_fp32",
@@ -152,6 +153,7 @@ _SQUASH: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "hard_sigmoid": _hard_sigmoid,
 }
+SQUASHES = tuple(_SQUASH)
 
 
 def get_squash(name: str) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import DROPOUT, RD_OPTIONS, Domain, Integer, IntTuple
 from attnzoo.layers import (
     ConvNormAct,
     attention_fp32,
@@ -63,6 +64,13 @@ _PAPER = dict(
     },
 )
 _DROPOUT = Divergence("dropout", 0.0, 0.0, 0.05, "official blocks end with Dropout2d(0.05)")
+_OPTIONS: dict[str, Domain] = {
+    **RD_OPTIONS,
+    "value_channels": Integer(1, optional=True),
+    "pool_sizes": IntTuple(1),
+    "dropout": DROPOUT,
+}
+_AFNB_OPTIONS = {**_OPTIONS, "low_channels": Integer(1, optional=True)}
 
 
 def pyramid_pool(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -72,7 +80,14 @@ def pyramid_pool(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(pooled, dim=2).unsqueeze(2)  # (B, C, 1, S)
 
 
-@register("apnb", kind="gate", placement="stage_end", divergences=(_DROPOUT,), **_PAPER)  # type: ignore[arg-type]
+@register(
+    "apnb",
+    options=_OPTIONS,
+    kind="gate",
+    placement="stage_end",
+    divergences=(_DROPOUT,),
+    **_PAPER,  # type: ignore[arg-type]
+)
 class AsymmetricPyramidNonLocal(nn.Module):
     """APNB: self-attention of every position over S = 110 pyramid-pooled anchors, fused with X."""
 
@@ -126,6 +141,7 @@ def _fusion_inputs(
 
 @register(
     "afnb",
+    options=_AFNB_OPTIONS,
     kind="fusion",
     placement="between the last two stages: high = stage 4 output, low = stage 3 output",
     divergences=(_DROPOUT,),

@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Choice, Integer
 from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
@@ -47,6 +48,13 @@ BRANCH_NORMS = ("hidden", "output")
 
 @register(
     "bam",
+    options={
+        **RD_OPTIONS,
+        "dilation": Integer(1),
+        "num_dilated": Integer(0),
+        "combine": Choice(COMBINES),
+        "branch_norm": Choice(BRANCH_NORMS),
+    },
     paper="BAM: Bottleneck Attention Module",
     authors="Park, Woo, Lee, Kweon",
     year=2018,

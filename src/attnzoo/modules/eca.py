@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from attnzoo.domains import Integer, Real
 from attnzoo.layers import RecordsMaps, check_input
 from attnzoo.registry import Divergence, register
 
@@ -40,6 +41,11 @@ def adaptive_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> in
 
 @register(
     "eca",
+    options={
+        "gamma": Real(0.0),
+        "beta": Real(None),
+        "k_size": Integer(1, odd=True, optional=True),
+    },
     paper="ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
     authors="Wang, Wu, Zhu, Li, Zuo, Hu",
     year=2020,

@@ -46,11 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import FLAG, Choice, Integer
 from attnzoo.layers import RecordsMaps, check_input
 from attnzoo.registry import Divergence, register
 
 _MODES = ("channel", "spatial")
 _ACTS = ("none", "leaky_relu", "relu")
+_SPATIAL_NORMS = ("channels", "code")
 
 
 def _row_act(name: str) -> nn.Module:
@@ -63,6 +65,15 @@ def _row_act(name: str) -> nn.Module:
 
 @register(
     "gsop",
+    options={
+        "rd_channels": Integer(1),
+        "mode": Choice(_MODES),
+        "pooled_size": Integer(1),
+        "input_relu": FLAG,
+        "row_act": Choice(_ACTS),
+        "reduce_stride": Integer(1),
+        "spatial_norm": Choice(_SPATIAL_NORMS),
+    },
     paper="Global Second-order Pooling Convolutional Networks",
     authors="Gao, Xie, Wang, Li",
     year=2019,

@@ -48,6 +48,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Integer
 from attnzoo.layers import (
     RecordsMaps,
     check_input,
@@ -62,6 +63,7 @@ _EDGE_BIAS = {
     "(kept: the official BN(1) is affine)"
 }
 
+_SIAU_OPTIONS = {**RD_OPTIONS, "parts": Integer(2)}
 _IAU_INFO = dict(
     paper="IAUnet: Global Context-Aware Feature Learning for Person Re-Identification",
     authors="Hou, Ma, Chang, Gu, Shan, Chen",
@@ -212,6 +214,7 @@ class _SIAU(nn.Module, RecordsMaps):
 
 @register(
     "siau",
+    options=_SIAU_OPTIONS,
     category="spatial",
     no_grad_params=_EDGE_BIAS,
     maps=("spatial",),
@@ -224,6 +227,7 @@ class SIAU(_SIAU):
 
 @register(
     "siau3d",
+    options=_SIAU_OPTIONS,
     category="spatial",
     no_grad_params=_EDGE_BIAS,
     maps=("spatial",),

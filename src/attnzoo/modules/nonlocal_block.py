@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_OPTIONS, Choice
 from attnzoo.layers import (
     attention_fp32,
     check_input,
@@ -45,6 +46,13 @@ from attnzoo.registry import Divergence, register, video_inputs
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 
 _INFO = dict(
+    options={
+        **RD_OPTIONS,
+        "pairwise": Choice(PAIRWISE),
+        "sub_sample": FLAG,
+        "scaled": FLAG,
+        "pool_input": FLAG,
+    },
     paper="Non-local Neural Networks",
     authors="Wang, Girshick, Gupta, He",
     year=2018,

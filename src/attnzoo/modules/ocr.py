@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import DROPOUT, FLAG, Integer, Real
 from attnzoo.layers import ConvNormAct, attention_fp32, check_input, softmax_fp32
 from attnzoo.registry import Divergence, register
 
@@ -60,6 +61,15 @@ def _projection(in_channels: int, out_channels: int, layers: int) -> nn.Sequenti
 
 @register(
     "ocr_head",
+    options={
+        "num_classes": Integer(1),
+        "mid_channels": Integer(1),
+        "key_channels": Integer(1),
+        "scaled": FLAG,
+        "proj_layers": Integer(1),
+        "dropout": DROPOUT,
+        "aux_loss_weight": Real(0.0, closed_low=True),
+    },
     paper="Object-Contextual Representations for Semantic Segmentation",
     authors="Yuan, Chen, Wang",
     year=2020,

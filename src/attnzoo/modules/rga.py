@@ -37,9 +37,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import Integer, IntTuple
 from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, check_spatial_size
 from attnzoo.registry import register
 
+_RGA_OPTIONS = {
+    "spatial_size": IntTuple(1, length=2, scalar=True, optional=True),
+    "cha_ratio": Integer(1),
+    "spa_ratio": Integer(1),
+    "down_ratio": Integer(1),
+}
 _RGA_INFO = dict(
     paper="Relation-Aware Global Attention for Person Re-identification",
     authors="Zhang, Lan, Zeng, Jin, Chen",
@@ -164,6 +171,7 @@ class _RGA(nn.Module, RecordsMaps):
 
 @register(
     "rga_s",
+    options=_RGA_OPTIONS,
     category="spatial",
     maps=("spatial",),
     memory="O(B·N²): the N×N position relation matrix, by definition (N fixed at construction)",
@@ -178,6 +186,7 @@ class RGASpatial(_RGA):
 
 @register(
     "rga_c",
+    options=_RGA_OPTIONS,
     category="channel",
     maps=("channel",),
     memory="O(B·C²): the C×C channel relation matrix, by definition",
@@ -192,6 +201,7 @@ class RGAChannel(_RGA):
 
 @register(
     "rga_sc",
+    options=_RGA_OPTIONS,
     category="hybrid",
     maps=("spatial", "channel"),
     memory="O(B·(N² + C²)): the N×N and C×C relation matrices, by definition",

@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import RD_DIVISOR, RD_OPTIONS, IntTuple
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import register
 
 
 @register(
     "spa",
+    options={**RD_OPTIONS, "rd_divisor": RD_DIVISOR, "pool_sizes": IntTuple(1)},
     paper="SPANet: Spatial Pyramid Attention Network for Enhanced Image Recognition",
     authors="Guo, Ma, Sansom, McGuire, Kalaani, Chen, Tang, Yang, Fu",
     year=2020,
