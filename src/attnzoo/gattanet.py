@@ -45,6 +45,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from attnzoo.layers import run_fp32
 from attnzoo.registry import did_you_mean
 
 __all__ = ["GAttANet", "LayerAttention", "PassNormStatistics", "infer_channels", "wrap"]
@@ -152,6 +153,13 @@ def infer_channels(
     return {name: int(c) for name, c in channels.items() if c is not None}
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype keys and queries are kept in: x's own, float32 for fp16/bf16 under autocast."""
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return x.dtype
+
+
 class LayerAttention(nn.Module):
     """Key/query projections K, Q ∈ R^{C × d} and the modulation strength α of one layer.
 
@@ -169,13 +177,22 @@ class LayerAttention(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def layer_query(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over positions of q: (B, d)."""
+        """Mean over positions of q: (B, d), in float32 under autocast (a sum over C of
+        unnormalised products: fp16 overflows at ordinary activation scales)."""
+        return run_fp32(self._layer_query, x, dtype=_compute_dtype(x))
+
+    def _layer_query(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             return x.mean(dim=(2, 3)) @ self.query.to(x.dtype)  # (B, C) @ (C, d) -> (B, d)
         return (x @ self.query.to(x.dtype)) / x.shape[1]  # mean over the C_j units -> (B, d)
 
     def agreement(self, x: torch.Tensor, global_query: torch.Tensor) -> torch.Tensor:
-        """k · q_avg at every position: (B, 1, H, W) for conv, (B, C) for dense layers."""
+        """k · q_avg at every position: (B, 1, H, W) for conv, (B, C) for dense layers; in
+        float32 under autocast, so that α = 0 multiplies by exactly 1 (an fp16 inf times 0
+        would be NaN)."""
+        return run_fp32(self._agreement, x, global_query, dtype=_compute_dtype(x))
+
+    def _agreement(self, x: torch.Tensor, global_query: torch.Tensor) -> torch.Tensor:
         per_channel = global_query.to(x.dtype) @ self.key.to(x.dtype).t()  # (B, d)@(d, C) -> (B, C)
         if x.dim() == 4:
             return torch.einsum("bchw,bc->bhw", x, per_channel).unsqueeze(1)  # (B, 1, H, W)

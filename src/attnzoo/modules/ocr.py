@@ -134,8 +134,9 @@ class OCRHead(nn.Module):
         """Object region representations f_k = Σ_i softmax_i(L_k) x_i -> (B, C, K, 1)."""
         b, c = feats.shape[:2]
         k = region_logits.shape[1]
-        regions = softmax_fp32(region_logits.reshape(b, k, -1), dim=-1)  # (B, K, N)
-        objects = regions @ feats.reshape(b, c, -1).transpose(1, 2)  # (B, K, C)
+        n = region_logits.shape[2] * region_logits.shape[3]
+        regions = softmax_fp32(region_logits.reshape(b, k, n), dim=-1)  # (B, K, N)
+        objects = regions @ feats.reshape(b, c, n).transpose(1, 2)  # (B, K, C)
         return objects.transpose(1, 2).unsqueeze(-1)  # (B, C, K, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
