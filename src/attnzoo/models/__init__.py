@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from attnzoo.domains import Integer, check_option
 from attnzoo.registry import did_you_mean, import_package_files
 
 Builder = Callable[..., nn.Module]
@@ -68,7 +69,9 @@ def create(
     ``attention="gattanet"`` wraps the model with the network-wide GAttANet system over the
     model's ``gattanet_layers``; any other name is inserted with :func:`attnzoo.attach`.
     """
-    model = get_builder(name)(num_classes=num_classes, **options)
+    builder = get_builder(name)
+    check_option(f"model {name!r}", "num_classes", num_classes, Integer(1))
+    model = builder(num_classes=num_classes, **options)
     if attention is None:
         return model
     attention_options = dict(attention_options or {})
@@ -81,6 +84,13 @@ def create(
         if not layers:
             raise ValueError(f"model {name!r} declares no gattanet_layers; pass layers=[...]")
         return wrap(model, layers=list(layers), **attention_options)
-    from attnzoo.attach import attach
+    from attnzoo.attach import InputSizeRequired, attach
 
-    return attach(model, attention, placement=placement, **attention_options)
+    try:
+        return attach(model, attention, placement=placement, **attention_options)
+    except InputSizeRequired:
+        raise ValueError(
+            f"{attention!r} is bound to one feature size: pass "
+            'attention_options={"input_size": (H, W)} (the model\'s input size) so that the '
+            "size at each insertion point can be computed"
+        ) from None
