@@ -45,7 +45,9 @@ def test_rga_is_finite_under_fp16_at_200x(name, train):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("options", [{}, {"mode": "spatial"}, {"mode": "spatial", "spatial_norm": "code"}])
+@pytest.mark.parametrize(
+    "options", [{}, {"mode": "spatial"}, {"mode": "spatial", "spatial_norm": "code"}]
+)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_gsop_covariance_is_finite_under_fp16_at_large_scale(options, train):
     torch.manual_seed(0)

@@ -109,7 +109,7 @@ def test_spatial_gsop_matches_equations(norm, output_relu):
 
 
 def test_output_relu_is_the_spatial_form_only():
-    with pytest.raises(ValueError, match="output_relu=True .* needs mode='spatial'"):
+    with pytest.raises(ValueError, match=r"output_relu=True .* needs mode='spatial'"):
         attnzoo.create("gsop", 8, rd_channels=4, output_relu=True)
 
 
