@@ -178,8 +178,8 @@ class LayerAttention(nn.Module):
         super().__init__()
         self.d = d
         self.channels: int | None = None
-        self.key: nn.Parameter = UninitializedParameter()
-        self.query: nn.Parameter = UninitializedParameter()
+        self.key: torch.Tensor = UninitializedParameter()  # (C, d) once materialised
+        self.query: torch.Tensor = UninitializedParameter()  # (C, d) once materialised
         self.alpha = nn.Parameter(torch.zeros(()))
         if channels is not None:
             self.materialize(channels)

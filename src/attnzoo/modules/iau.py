@@ -46,6 +46,7 @@ same arithmetic.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ _EDGE_BIAS = {
 }
 
 _SIAU_OPTIONS = {**RD_OPTIONS, "parts": Integer(2)}
-_IAU_INFO = dict(
+_IAU_INFO: dict[str, Any] = dict(
     paper="IAUnet: Global Context-Aware Feature Learning for Person Re-Identification",
     authors="Hou, Ma, Chang, Gu, Shan, Chen",
     year=2020,
