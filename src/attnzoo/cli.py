@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("attnzoo.train.cli", "train one model on one dataset (torchrun for many GPUs)"),
     "eval": ("attnzoo.train.cli", "evaluate a checkpoint: accuracy, mIoU, map alignment, noise"),
     "bench": (
-        "attnzoo.bench.leaderboard",
+        "attnzoo.bench.cli",
         "the main job: a leaderboard of mechanisms on one backbone and dataset, several seeds",
     ),
     "viz": ("attnzoo.viz", "attention maps of a checkpoint over images, as PNG grids"),

@@ -11,15 +11,9 @@ import torch
 from safetensors.torch import load_file
 from scipy import stats
 
-from attnzoo.bench.leaderboard import (
-    BenchSettings,
-    Entry,
-    paired_interval,
-    parse_seeds,
-    resolve_entries,
-    run_one,
-    t_quantile,
-)
+from attnzoo.bench.entries import BenchSettings, Entry, parse_seeds, resolve_entries
+from attnzoo.bench.runs import run_one
+from attnzoo.bench.stats import paired_interval, t_quantile
 from attnzoo.cli import main
 
 TINY = [

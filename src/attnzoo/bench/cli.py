@@ -1,0 +1,194 @@
+"""``attnzoo bench``: the leaderboard of attention mechanisms on one backbone and dataset.
+
+For a baseline (the backbone alone) and each selected mechanism (:mod:`.entries`), one
+training run per seed (:mod:`.runs`: :func:`attnzoo.train.train`, deterministic per seed:
+same seed = same data, same data order, same initial random stream), run by
+:mod:`.executors`, then one row per entry (:mod:`.stats`) written by :mod:`.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnzoo.bench.entries import (
+    SYNTHETIC_DEFAULTS,
+    SYNTHETIC_IMAGE_SIZE,
+    BenchSettings,
+    Entry,
+    parse_seeds,
+    resolve_entries,
+)
+from attnzoo.bench.executors import format_duration, run_leaderboard
+from attnzoo.bench.report import markdown_table, require_pyplot, write_outputs
+
+__all__ = ["add_bench_arguments", "run_bench", "settings_from_args"]
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnzoo.train.config import OPTIMIZERS
+
+    parser.add_argument("--model", default="resnet20", help="backbone (default resnet20)")
+    parser.add_argument(
+        "--data", default="synthetic", help="synthetic (default), fashion-mnist, cifar10, ..."
+    )
+    parser.add_argument("--data-root", help="folder of the dataset's files")
+    parser.add_argument(
+        "--attentions",
+        default="all",
+        help="comma list (gate modules, NAME+maps, gattanet) or all (default)",
+    )
+    parser.add_argument(
+        "--seeds", default="2", help="a count (2 = seeds 0,1) or a comma list (0,5,7)"
+    )
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    recipe = parser.add_argument_group("recipe (defaults: the quick CPU leaderboard)")
+    recipe.add_argument(
+        "--image-size", type=int, help=f"resize to this size (synthetic: {SYNTHETIC_IMAGE_SIZE})"
+    )
+    recipe.add_argument(
+        "--num-images",
+        type=int,
+        help=f"synthetic training images ({SYNTHETIC_DEFAULTS['num_images']})",
+    )
+    recipe.add_argument(
+        "--num-test", type=int, help=f"synthetic test images ({SYNTHETIC_DEFAULTS['num_test']})"
+    )
+    recipe.add_argument(
+        "--num-classes", type=int, help=f"synthetic classes ({SYNTHETIC_DEFAULTS['num_classes']})"
+    )
+    recipe.add_argument(
+        "--clutter", type=int, help=f"synthetic distractors ({SYNTHETIC_DEFAULTS['clutter']})"
+    )
+    recipe.add_argument(
+        "--data-opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="any other dataset option, e.g. source=fashion-mnist",
+    )
+    recipe.add_argument("--batch-size", type=int, default=32)
+    recipe.add_argument("--lr", type=float, default=3e-3)
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    recipe.add_argument("--weight-decay", type=float, default=5e-4)
+    recipe.add_argument("--augment", action="store_true", help="pad-crop and flip (off)")
+    recipe.add_argument(
+        "--map-weight", type=float, default=1.0, help="λ of the NAME+maps entries (1.0)"
+    )
+    recipe.add_argument("--max-steps", type=int, help="stop every run after this many steps")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default on CPU: 1; tiny convolutions scale poorly across "
+        "threads and a shared machine punishes oversubscription)",
+    )
+    execution.add_argument(
+        "--save-every", type=int, default=0, help="also checkpoint every N steps (for resume)"
+    )
+    execution.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    data_options: dict[str, Any] = {}
+    for item in args.data_opt:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--data-opt: expected KEY=VALUE, got {item!r}")
+        try:
+            data_options[key.strip().replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            data_options[key.strip().replace("-", "_")] = raw
+    synthetic_flags = {k: getattr(args, k) for k in SYNTHETIC_DEFAULTS}
+    image_size = args.image_size
+    if args.data == "synthetic":
+        for key, default in SYNTHETIC_DEFAULTS.items():
+            value = synthetic_flags[key]
+            data_options.setdefault(key, default if value is None else value)
+        if image_size is None:
+            image_size = data_options.pop("image_size", SYNTHETIC_IMAGE_SIZE)
+    else:
+        given = sorted(k for k, v in synthetic_flags.items() if v is not None)
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{flags} apply to --data synthetic only, not {args.data!r}")
+    return BenchSettings(
+        model=args.model,
+        data=args.data,
+        data_root=args.data_root,
+        data_options=data_options,
+        image_size=image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        augment=args.augment,
+        map_weight=args.map_weight,
+        seeds=parse_seeds(args.seeds),
+        device=args.device,
+        max_steps=args.max_steps,
+        save_every=args.save_every,
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    settings.config(Entry("baseline"), settings.seeds[0]).validate()
+    if not args.no_plots:
+        require_pyplot()  # a missing matplotlib fails now, not after the training
+    from attnzoo.train.engine import pick_device
+
+    device = pick_device(settings.device)
+    previous_threads = torch.get_num_threads()
+    threads = args.threads or (1 if device.type == "cpu" else previous_threads)
+    torch.set_num_threads(threads)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        entries, skipped = resolve_entries(args.attentions, settings, log)
+        board = run_leaderboard(settings, entries, args.out, skipped, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+    meta = {
+        "model": settings.model,
+        "data": settings.data,
+        "seeds": settings.seeds,
+        "recipe": {
+            "image_size": settings.image_size,
+            **settings.data_options,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "optimizer": settings.optimizer,
+            "lr": settings.lr,
+            "weight_decay": settings.weight_decay,
+            "augment": settings.augment,
+            "map_weight": settings.map_weight,
+            "max_steps": settings.max_steps,
+        },
+        "device": str(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        "runs": board.counts,
+        "wall_s": round(board.wall_s, 1),
+    }
+    written = write_outputs(board, args.out, meta, plots=not args.no_plots)
+    print(markdown_table(board.rows))
+    if skipped:
+        print("\nNot on the leaderboard:")
+        for item in skipped:
+            print(f"  {item['name']}: {item['reason']}")
+    counts = ", ".join(f"{v} {k}" for k, v in board.counts.items())
+    print(
+        f"\n{counts} in {format_duration(board.wall_s)}; wrote {', '.join(str(p) for p in written)}"
+    )
+    return 0
