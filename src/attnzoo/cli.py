@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "viz": ("attnzoo.viz", "attention maps of a checkpoint over images, as PNG grids"),
     "export": ("attnzoo.export", "ONNX / torch.export of a checkpoint, checked against PyTorch"),
+    "convert": ("attnzoo.weights.cli", "a released checkpoint to an attnzoo safetensors file"),
+    "weights": ("attnzoo.weights.cli", "known released checkpoints: list, fetch (on request)"),
 }
 
 

@@ -271,7 +271,10 @@ def export_model(
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    from attnzoo.weights.commands import add_weights_options
+
+    parser.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    add_weights_options(parser)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", help="output file (default: CHECKPOINT/model.onnx or .pt2)")
     parser.add_argument(
@@ -302,14 +305,23 @@ def load_trained_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any
 
 def run_export(args: argparse.Namespace) -> int:
     from attnzoo.train.checkpoint import find_checkpoint
+    from attnzoo.weights.commands import source_of
 
-    model, meta, data = load_trained_model(args.checkpoint)
-    channels, (height, width) = data.channels, data.image_size
+    suffix = ".onnx" if args.format == "onnx" else ".pt2"
+    if source_of(args) == "weights":
+        from attnzoo.weights import load_pretrained
+
+        model, plan = load_pretrained(args.weights, args.weights_format)
+        meta: dict[str, Any] = {"mean": list(plan.mean), "std": list(plan.std)}
+        channels, (height, width) = 3, (args.image_size, args.image_size)
+        out = Path(args.out) if args.out else Path(args.weights).with_suffix(suffix)
+    else:
+        model, meta, data = load_trained_model(args.checkpoint)
+        channels, (height, width) = data.channels, data.image_size
+        out = Path(args.out) if args.out else find_checkpoint(args.checkpoint) / f"model{suffix}"
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     example = torch.randn(args.batch_size, channels, height, width)
-    suffix = ".onnx" if args.format == "onnx" else ".pt2"
-    out = Path(args.out) if args.out else find_checkpoint(args.checkpoint) / f"model{suffix}"
     report = export_model(
         model, example, args.format, out, dynamic=not args.static, tolerance=args.tolerance
     )

@@ -228,7 +228,10 @@ def attention_grid(
 
 
 def add_viz_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    from attnzoo.weights.commands import add_weights_options
+
+    parser.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    add_weights_options(parser)
     parser.add_argument(
         "--data", help="dataset to draw images from (default: the checkpoint's test split)"
     )
@@ -246,6 +249,7 @@ def run_viz(args: argparse.Namespace) -> int:
     from attnzoo.train.checkpoint import load_checkpoint
     from attnzoo.train.config import TrainConfig
     from attnzoo.train.engine import build_model, load_split, match_channels
+    from attnzoo.weights.commands import pretrained_split, source_of
 
     for name, value in (("--num-images", args.num_images), ("--rows-per-grid", args.rows_per_grid)):
         if value < 1:
@@ -256,6 +260,17 @@ def run_viz(args: argparse.Namespace) -> int:
         _matplotlib()
     except ImportError as error:
         raise ValueError(str(error)) from None
+    if source_of(args) == "weights":
+        model, plan, data = pretrained_split(
+            args.weights,
+            args.weights_format,
+            args.data,
+            args.data_root,
+            image_size=args.image_size,
+            limit=args.num_images,
+        )
+        stats = (list(plan.mean), list(plan.std))
+        return _write_grids(model, data, stats, args, ("weights", args.weights, args.data))
     weights, meta, _ = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(meta["config"])
     if args.data is not None and args.data != config.data:
@@ -268,8 +283,23 @@ def run_viz(args: argparse.Namespace) -> int:
     model.load_state_dict(weights)
     model.eval()
     data = match_channels(data, model, config)
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    stats = (meta["mean"], meta["std"])
+    return _write_grids(model, data, stats, args, ("checkpoint", args.checkpoint, config.data))
+
+
+def _write_grids(
+    model: nn.Module,
+    data: Any,
+    stats: tuple[list[float], list[float]],
+    args: argparse.Namespace,
+    source: tuple[str, str, str],
+) -> int:
+    """The PNG grids and ``viz.json`` of ``model`` over ``data`` (a TensorData split), with
+    inputs normalised by ``stats`` (mean, std); ``source``: (kind, path, dataset name)."""
+    mean_values, std_values = stats
+    kind, path, data_name = source
+    mean = torch.tensor(mean_values).view(1, -1, 1, 1)
+    std = torch.tensor(std_values).view(1, -1, 1, 1)
     out = Path(args.out)
     files, summary = [], None
     for start in range(0, len(data), args.rows_per_grid):
@@ -285,8 +315,8 @@ def run_viz(args: argparse.Namespace) -> int:
             model,
             (images - mean) / std,
             importance_maps=maps,
-            mean=meta["mean"],
-            std=meta["std"],
+            mean=mean_values,
+            std=std_values,
             row_titles=titles,
             cmap=args.cmap,
             alpha=args.alpha,
@@ -295,9 +325,9 @@ def run_viz(args: argparse.Namespace) -> int:
         summary = {"columns": grid.columns, "column_kinds": grid.column_kinds}
     notes = []
     if data.maps is None:
-        notes.append(f"dataset {config.data!r} has no importance maps: no ground-truth column")
+        notes.append(f"dataset {data_name!r} has no importance maps: no ground-truth column")
     record = {
-        "checkpoint": str(args.checkpoint),
+        kind: str(path),
         "images": len(data),
         "files": files,
         **(summary or {}),

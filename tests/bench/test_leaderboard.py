@@ -52,7 +52,8 @@ def test_bench_writes_every_file_with_its_schema(bench_dir):
     assert [r["map_weight"] for r in rows] == ["0.0", "0.0", "1.0"]
 
     document = json.loads((bench_dir / "results.json").read_text())
-    assert set(document) == {"meta", "rows", "skipped"}
+    assert set(document) == {"meta", "rows", "skipped", "failed"}
+    assert document["failed"] == []
     assert document["meta"]["runs"] == {"trained": 3, "resumed": 0, "reused": 0}
     assert document["meta"]["threads"] == 1 and document["meta"]["seeds"] == [0]
     by_name = {row["entry"]: row for row in document["rows"]}

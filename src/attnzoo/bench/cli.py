@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from attnzoo.bench.entries import (
     parse_seeds,
     resolve_entries,
 )
-from attnzoo.bench.executors import format_duration, run_leaderboard
+from attnzoo.bench.executors import Execution, format_duration, run_leaderboard
+from attnzoo.bench.placement import parse_jobs, physical_cores, plan_workers
+from attnzoo.bench.ray_executor import require_ray
 from attnzoo.bench.report import markdown_table, require_pyplot, write_outputs
+from attnzoo.train.tensorboard import require_summary_writer
 
 __all__ = ["add_bench_arguments", "run_bench", "settings_from_args"]
 
@@ -85,10 +89,33 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--max-steps", type=int, help="stop every run after this many steps")
     execution = parser.add_argument_group("execution")
     execution.add_argument(
+        "--jobs",
+        default="auto",
+        help="runs at a time, each in its own worker process: a count, or auto (default: "
+        "on CPU one per physical core, on CUDA one per visible GPU x --runs-per-gpu)",
+    )
+    execution.add_argument(
+        "--runs-per-gpu", type=int, default=1, help="runs sharing one GPU at a time (1)"
+    )
+    execution.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local worker processes (default) or Ray tasks (pip install 'attnzoo[ray]')",
+    )
+    execution.add_argument(
+        "--ray-address", help="an existing Ray cluster (default: start a local Ray instance)"
+    )
+    execution.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads (default on CPU: 1; tiny convolutions scale poorly across "
-        "threads and a shared machine punishes oversubscription)",
+        help="torch CPU threads per run (default on CPU: 1; tiny convolutions scale poorly "
+        "across threads and a shared machine punishes oversubscription)",
+    )
+    execution.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write each run's TensorBoard log beside its metrics.jsonl",
     )
     execution.add_argument(
         "--save-every", type=int, default=0, help="also checkpoint every N steps (for resume)"
@@ -147,16 +174,16 @@ def run_bench(args: argparse.Namespace) -> int:
     from attnzoo.train.engine import pick_device
 
     device = pick_device(settings.device)
+    execution = execution_from_args(args, settings.device, device)
     previous_threads = torch.get_num_threads()
-    threads = args.threads or (1 if device.type == "cpu" else previous_threads)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(execution.threads)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     try:
         entries, skipped = resolve_entries(args.attentions, settings, log)
-        board = run_leaderboard(settings, entries, args.out, skipped, log)
+        board = run_leaderboard(settings, entries, args.out, skipped, log, execution)
     finally:
         torch.set_num_threads(previous_threads)
     meta = {
@@ -176,7 +203,9 @@ def run_bench(args: argparse.Namespace) -> int:
             "max_steps": settings.max_steps,
         },
         "device": str(device),
-        "threads": threads,
+        "threads": execution.threads,
+        "executor": execution.executor,
+        "jobs": execution.jobs if execution.executor == "local" else None,
         "torch": torch.__version__,
         "runs": board.counts,
         "wall_s": round(board.wall_s, 1),
@@ -191,4 +220,54 @@ def run_bench(args: argparse.Namespace) -> int:
     print(
         f"\n{counts} in {format_duration(board.wall_s)}; wrote {', '.join(str(p) for p in written)}"
     )
+    for item in board.failed:
+        print(f"FAILED {item['entry']} seed {item['seed']}: {item['error']}", file=sys.stderr)
+    if board.failed:
+        print(
+            f"{len(board.failed)} run(s) failed: their entries are not on the leaderboard; "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def execution_from_args(
+    args: argparse.Namespace, requested: str, device: torch.device
+) -> Execution:
+    """Where the runs go (:mod:`attnzoo.bench.placement`), checked before any training."""
+    if args.tensorboard:
+        require_summary_writer()
+    jobs = parse_jobs(args.jobs)
+    cores = physical_cores()
+    if args.executor == "ray":
+        if jobs is not None:
+            raise ValueError(
+                "--jobs is for --executor local; Ray runs as many tasks as its CPUs/GPUs allow"
+            )
+        if requested.startswith("cuda:"):
+            raise ValueError("--executor ray: use --device cuda (Ray picks each run's GPU)")
+        cuda = requested == "cuda" or device.type == "cuda"
+        require_ray()
+        return Execution(
+            "ray",
+            threads=args.threads or (1 if not cuda else max(1, cores // args.runs_per_gpu)),
+            gpus_per_run=1 / args.runs_per_gpu if cuda else 0.0,
+            ray_address=args.ray_address,
+            tensorboard=args.tensorboard,
+        )
+    if args.ray_address:
+        raise ValueError("--ray-address needs --executor ray")
+    threads = args.threads or 1
+    groups = plan_workers(
+        jobs,
+        str(device),
+        threads,
+        gpu_count=torch.cuda.device_count() if device.type == "cuda" else 0,
+        runs_per_gpu=args.runs_per_gpu,
+        cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        cores=cores,
+    )
+    if device.type == "cuda" and not args.threads:
+        threads = max(1, cores // sum(group.size for group in groups))
+    return Execution("local", groups, threads, tensorboard=args.tensorboard)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from attnzoo.bench.executors import Leaderboard
+from attnzoo.bench.stats import COLUMNS
 from attnzoo.train.checkpoint import write_json_atomic
 
 __all__ = ["markdown_table", "plot_results", "require_pyplot", "write_outputs"]
@@ -68,10 +69,15 @@ def write_outputs(board: Leaderboard, out: Path, meta: dict[str, Any], plots: bo
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.csv", out / "results.json", out / "results.md"]
     with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(board.rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(board.rows)
-    document = {"meta": meta, "rows": board.rows, "skipped": board.skipped}
+    document = {
+        "meta": meta,
+        "rows": board.rows,
+        "skipped": board.skipped,
+        "failed": board.failed,
+    }
     write_json_atomic(out / "results.json", document)
     recipe = ", ".join(f"{k}={v}" for k, v in meta["recipe"].items())
     text = [
@@ -89,6 +95,9 @@ def write_outputs(board: Leaderboard, out: Path, meta: dict[str, Any], plots: bo
     if board.skipped:
         text += ["", "Not on the leaderboard:", ""]
         text += [f"- `{s['name']}`: {s['reason']}" for s in board.skipped]
+    if board.failed:
+        text += ["", "Failed runs (their entries have no row; run the bench again to retry):", ""]
+        text += [f"- `{f['entry']}` seed {f['seed']}: {f['error']}" for f in board.failed]
     (out / "results.md").write_text("\n".join(text) + "\n")
     if plots:
         written += plot_results(board.rows, out, f"{meta['model']} on {meta['data']}")
@@ -138,7 +147,7 @@ def plot_results(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
     figure.savefig(out / "accuracy_vs_macs.png", dpi=120)
     plt.close(figure)
 
-    entries = [r for r in rows if r["attention"] != ""]
+    entries = [r for r in rows if r["delta_mean"] is not None]
     entries.sort(key=lambda r: r["delta_mean"])
     figure, axes = plt.subplots(figsize=(7, 0.3 * len(entries) + 1.5))
     for position, row in enumerate(entries):

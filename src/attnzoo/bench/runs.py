@@ -24,7 +24,7 @@ import torch
 from attnzoo.train.checkpoint import write_json_atomic
 from attnzoo.train.config import TrainConfig
 
-__all__ = ["run_one"]
+__all__ = ["check_run_folder", "run_one"]
 
 # Settings that do not change what a run computes: a run folder may differ in these.
 _IGNORED_KEYS = ("progress", "log_every", "save_every")
@@ -94,24 +94,40 @@ def _summarise_run(run_dir: Path, config: TrainConfig, seconds: float) -> dict[s
     }
 
 
-def run_one(config: TrainConfig, run_dir: Path) -> tuple[dict[str, Any], str]:
-    """(result, how) for one (entry, seed): how is ``reused``, ``resumed`` or ``trained``."""
-    from attnzoo.train.engine import train
-
+def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
+    """ValueError if ``run_dir`` holds a result or a checkpoint made with other settings."""
     result_file = run_dir / "result.json"
     if result_file.is_file():
-        result = json.loads(result_file.read_text())
-        _check_same_settings(run_dir, result["config"], config)
-        return result, "reused"
+        _check_same_settings(run_dir, json.loads(result_file.read_text())["config"], config)
+    elif (run_dir / "checkpoints" / "latest.json").is_file():
+        _check_same_settings(run_dir, json.loads((run_dir / "config.json").read_text()), config)
+
+
+def run_one(
+    config: TrainConfig, run_dir: Path, tensorboard: bool = False
+) -> tuple[dict[str, Any], str]:
+    """(result, how) for one (entry, seed): how is ``reused``, ``resumed`` or ``trained``.
+    With ``tensorboard``, the run also writes a TensorBoard event file beside metrics.jsonl."""
+    from attnzoo.train.engine import train
+
+    check_run_folder(config, run_dir)
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text()), "reused"
     start = time.perf_counter()
     checkpoints = run_dir / "checkpoints"
     resume = (checkpoints / "latest.json").is_file()
-    if resume:
-        _check_same_settings(run_dir, json.loads((run_dir / "config.json").read_text()), config)
-    elif checkpoints.is_dir():
+    if not resume and checkpoints.is_dir():
         # Killed while writing its first checkpoint: nothing to continue from, start over.
         shutil.rmtree(checkpoints)
-    train(config, run_dir, resume=resume, explicit={"progress", "log_every", "save_every"})
+    explicit = {"progress", "log_every", "save_every"}
+    if tensorboard:
+        from attnzoo.train.tensorboard import TensorBoardLog
+
+        with TensorBoardLog(run_dir) as board:
+            train(config, run_dir, resume=resume, explicit=explicit, on_record=board.add_record)
+    else:
+        train(config, run_dir, resume=resume, explicit=explicit)
     result = _summarise_run(run_dir, config, time.perf_counter() - start)
     write_json_atomic(result_file, result)
     return result, "resumed" if resume else "trained"

@@ -15,7 +15,14 @@ from typing import Any
 
 from attnzoo.bench.entries import Entry
 
-__all__ = ["paired_interval", "summarise", "t_quantile"]
+__all__ = ["COLUMNS", "paired_interval", "summarise", "t_quantile"]
+
+# The columns of a row (results.csv), in order.
+COLUMNS = (
+    "entry", "attention", "map_weight", "seeds", "accuracy_mean", "accuracy_std",
+    "delta_mean", "delta_ci_low", "delta_ci_high", "params", "macs", "images_per_s",
+    "map_rho_mean", "map_rho_std", "map_fraction_mean", "accuracy_per_seed",
+)  # fmt: skip
 
 
 def _two_sided_t_cdf(t: float, df: int) -> float:
@@ -86,10 +93,14 @@ def _std(values: list[float | None]) -> float | None:
 def summarise(
     entries: list[Entry], seeds: list[int], results: dict[tuple[str, int], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One row per entry (the baseline first) from the per-(entry, seed) results."""
-    baseline = [results[("baseline", s)]["accuracy"] for s in seeds]
+    """One row per entry (the baseline first) from the per-(entry, seed) results. An entry
+    with a run missing (failed) has no row; without every baseline run, no row has a Δ."""
+    complete = [e for e in entries if all((e.name, s) in results for s in seeds)]
+    baseline = None
+    if any(e.attention is None for e in complete):
+        baseline = [results[("baseline", s)]["accuracy"] for s in seeds]
     rows = []
-    for entry in entries:
+    for entry in complete:
         runs = [results[(entry.name, s)] for s in seeds]
         accuracies = [r["accuracy"] for r in runs]
         row: dict[str, Any] = {
@@ -112,7 +123,7 @@ def summarise(
                 f"{s}:{a:.4f}" for s, a in zip(seeds, accuracies, strict=True)
             ),
         }
-        if entry.attention is not None:
+        if entry.attention is not None and baseline is not None:
             mean, low, high = paired_interval(accuracies, baseline)
             row.update(delta_mean=mean, delta_ci_low=low, delta_ci_high=high)
         rows.append(row)

@@ -8,6 +8,7 @@ imports every file on first use, so a new model file needs no edit here. A build
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -59,18 +60,44 @@ def get_builder(name: str) -> Builder:
 def create(
     name: str,
     attention: str | None = None,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     attention_options: dict[str, Any] | None = None,
     placement: str | None = None,
+    weights: str | Path | None = None,
+    weights_format: str | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a model, optionally with an attention mechanism at its paper placement.
 
     ``attention="gattanet"`` wraps the model with the network-wide GAttANet system over the
     model's ``gattanet_layers``; any other name is inserted with :func:`attnzoo.attach`.
+    ``num_classes`` defaults to 10, or to the file's classes with ``weights``.
+
+    ``weights``: a released checkpoint (``.pth``/``.pth.tar``/safetensors) to load: its layout
+    is detected (``weights_format`` forces one, see :data:`attnzoo.weights.LAYOUTS`), the
+    variant it needs is built (e.g. ``stride_in_1x1`` for the Caffe SE-ResNet-50) and every key
+    is converted and checked (:func:`attnzoo.weights.create_pretrained`). A ``num_classes``
+    other than the file's gets a new, freshly initialised ``fc`` for fine-tuning.
     """
-    builder = get_builder(name)
-    check_option(f"model {name!r}", "num_classes", num_classes, Integer(1))
+    builder = get_builder(name)  # an unknown name fails here, with the list of known ones
+    if num_classes is not None:
+        check_option(f"model {name!r}", "num_classes", num_classes, Integer(1))
+    if weights is not None:
+        from attnzoo.weights import create_pretrained
+
+        return create_pretrained(
+            name,
+            weights,
+            attention=attention,
+            num_classes=num_classes,
+            weights_format=weights_format,
+            attention_options=attention_options,
+            placement=placement,
+            options=options,
+        )
+    if weights_format is not None:
+        raise ValueError("weights_format applies with weights=PATH")
+    num_classes = 10 if num_classes is None else num_classes
     model = builder(num_classes=num_classes, **options)
     if attention is None:
         return model

@@ -12,6 +12,18 @@ arXiv:1512.03385. Layout and names follow torchvision's ``resnet.py`` (``conv1``
 - ``replace_stride_with_dilation``: dilated stages for dense prediction (output stride 8 with
   ``(False, True, True)``), as in torchvision and the DeepLab/PSPNet backbones.
 
+Variants that released checkpoints need (``attnzoo.weights`` sets them from the file):
+
+- ``stride_in_1x1=True``: bottleneck stride on the first 1x1 conv (the paper's and Caffe's
+  placement; the SE-ResNet-50 converted from the official Caffe model needs it).
+- ``stem``: ``"7x7"`` (default); ``"deep"`` = three 3x3 convs of widths 32, 32, 64 (timm's
+  ``*d`` models, "ResNet-D" of Bag of Tricks, arXiv:1812.01187); ``"deep_tiered"`` = widths
+  24, 32, 64 (timm's ``*t`` models). Key names follow timm (``conv1.0`` ... ``conv1.6``).
+- ``stem_pool``: ``"pad"`` (default: 3x3 max-pool, stride 2, padding 1) or ``"ceil"``
+  (no padding, ``ceil_mode=True``: the Caffe pooling).
+- ``avg_down=True``: projection shortcuts average-pool 2x2 (ceil mode, padding not counted)
+  before a stride-1 1x1 conv (ResNet-D); keys ``downsample.1`` / ``downsample.2`` as timm.
+
 Attention is never built inside the blocks: build the plain network (weights initialised once,
 in :func:`init_resnet_weights`), then insert modules with :func:`attnzoo.attach`, so that a
 module's own initialisation (zero-init γ and the like) is not overwritten.
@@ -26,7 +38,11 @@ from torch import nn
 
 from attnzoo.models import register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "init_resnet_weights"]
+__all__ = ["STEMS", "STEM_POOLS", "BasicBlock", "Bottleneck", "ResNet", "init_resnet_weights"]
+
+# stem name -> widths of its 3x3 convs (None: one 7x7 conv); "3x3" is small_input's stem
+STEMS: dict[str, tuple[int, int] | None] = {"7x7": None, "deep": (32, 32), "deep_tiered": (24, 32)}
+STEM_POOLS = ("pad", "ceil")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -45,6 +61,27 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
 
+def make_stem(in_channels: int, stem: str) -> nn.Module:
+    """The first conv(s) before ``bn1``: one 7x7/2 conv, or a deep stem of three 3x3 convs."""
+    if stem == "3x3":
+        return nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {tuple(STEMS)}, got {stem!r}")
+    widths = STEMS[stem]
+    if widths is None:
+        return nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    first, second = widths
+    return nn.Sequential(  # indices as timm's, so that its keys map one to one
+        conv3x3(in_channels, first, stride=2),
+        nn.BatchNorm2d(first),
+        nn.ReLU(inplace=True),
+        conv3x3(first, second),
+        nn.BatchNorm2d(second),
+        nn.ReLU(inplace=True),
+        conv3x3(second, 64),
+    )
+
+
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU."""
 
@@ -57,6 +94,7 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         dilation: int = 1,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_channels, planes, stride, dilation)
@@ -85,11 +123,12 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         dilation: int = 1,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = conv1x1(in_channels, planes)
+        self.conv1 = conv1x1(in_channels, planes, stride if stride_in_1x1 else 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride, dilation)
+        self.conv2 = conv3x3(planes, planes, 1 if stride_in_1x1 else stride, dilation)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -136,6 +175,10 @@ class ResNet(nn.Module):
         small_input: bool = False,
         replace_stride_with_dilation: tuple[bool, bool, bool] = (False, False, False),
         zero_init_residual: bool = False,
+        stride_in_1x1: bool = False,
+        stem: str = "7x7",
+        stem_pool: str = "pad",
+        avg_down: bool = False,
     ) -> None:
         super().__init__()
         if len(replace_stride_with_dilation) != 3:
@@ -143,14 +186,19 @@ class ResNet(nn.Module):
                 "replace_stride_with_dilation needs one flag per stage 2..4 (3 values), got "
                 f"{replace_stride_with_dilation!r}"
             )
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"stem_pool must be one of {STEM_POOLS}, got {stem_pool!r}")
         self.in_planes = 64
         self.dilation = 1
+        self.avg_down = avg_down
+        self.stride_in_1x1 = stride_in_1x1
+        self.conv1: nn.Module = make_stem(in_channels, "3x3" if small_input else stem)
         if small_input:
             # CIFAR-style stem: keep the 32x32 resolution into the first stage.
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
+        elif stem_pool == "ceil":
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -178,14 +226,24 @@ class ResNet(nn.Module):
             self.dilation *= stride
             stride = 1
         downsample = None
-        if stride != 1 or self.in_planes != planes * block.expansion:
+        out_planes = planes * block.expansion
+        if (stride != 1 or self.in_planes != out_planes) and self.avg_down:
+            pool: nn.Module = nn.Identity()
+            if stride != 1:
+                pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
             downsample = nn.Sequential(
-                conv1x1(self.in_planes, planes * block.expansion, stride),
-                nn.BatchNorm2d(planes * block.expansion),
+                pool, conv1x1(self.in_planes, out_planes), nn.BatchNorm2d(out_planes)
             )
-        layers = [block(self.in_planes, planes, stride, downsample, previous_dilation)]
-        self.in_planes = planes * block.expansion
-        layers += [block(self.in_planes, planes, dilation=self.dilation) for _ in range(1, blocks)]
+        elif stride != 1 or self.in_planes != out_planes:
+            downsample = nn.Sequential(
+                conv1x1(self.in_planes, out_planes, stride), nn.BatchNorm2d(out_planes)
+            )
+        in_1x1 = self.stride_in_1x1
+        layers = [block(self.in_planes, planes, stride, downsample, previous_dilation, in_1x1)]
+        self.in_planes = out_planes
+        layers += [
+            block(self.in_planes, planes, 1, None, self.dilation, in_1x1) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

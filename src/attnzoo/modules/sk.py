@@ -13,6 +13,9 @@ A conv replacement (the 3x3 conv of a ResNeXt bottleneck), not a gate:
             V = Σ_m a_m · U_m
 
 r = 16 and L = 32 as in the paper. ``groups`` must divide both channel counts.
+
+``split_input=True`` feeds branch m only the m-th of M equal slices of the input channels
+(timm's ``SelectiveKernel`` default, used by its ``skresnet*`` weights; not in the paper).
 The recorded "channel" map is a_0, the weight of the 3x3 branch (B, C_out, 1, 1).
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnzoo.domains import RD_OPTIONS, Integer
+from attnzoo.domains import FLAG, RD_OPTIONS, Integer
 from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, reduced_channels, softmax_fp32
 from attnzoo.registry import register
 
@@ -41,6 +44,7 @@ def _example_output_shape(x: torch.Tensor) -> tuple[int, ...]:
         "min_rd_channels": Integer(1),
         "groups": Integer(1),
         "num_branches": Integer(1),
+        "split_input": FLAG,
     },
     paper="Selective Kernel Networks",
     authors="Li, Wang, Hu, Yang",
@@ -69,10 +73,17 @@ class SelectiveKernelConv(nn.Module, RecordsMaps):
         min_rd_channels: int = 32,
         groups: int = 32,
         num_branches: int = 2,
+        split_input: bool = False,
     ) -> None:
         super().__init__()
         out_channels = channels if out_channels is None else out_channels
-        if channels % groups or out_channels % groups:
+        if split_input and channels % num_branches:
+            raise ValueError(
+                f"SK split_input divides the {channels} input channels among {num_branches} "
+                "branches: channels must be divisible by num_branches"
+            )
+        branch_in = channels // num_branches if split_input else channels
+        if branch_in % groups or out_channels % groups:
             raise ValueError(
                 f"SK uses grouped convs with groups={groups}: in and out channels must be "
                 f"divisible by it, got channels={channels}, out_channels={out_channels}"
@@ -82,9 +93,10 @@ class SelectiveKernelConv(nn.Module, RecordsMaps):
         self.channels = channels
         self.out_channels = out_channels
         self.num_branches = num_branches
+        self.split_input = split_input
         # branch m: 3x3 conv with dilation m + 1 (receptive field 3, 5, 7, ...)
         self.branches = nn.ModuleList(
-            ConvNormAct(channels, out_channels, 3, stride=stride, dilation=m + 1, groups=groups)
+            ConvNormAct(branch_in, out_channels, 3, stride=stride, dilation=m + 1, groups=groups)
             for m in range(num_branches)
         )
         hidden = max(reduced_channels(out_channels, rd_ratio, rd_channels), min_rd_channels)
@@ -93,7 +105,12 @@ class SelectiveKernelConv(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "SK")
-        feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # (B, M, C, H, W)
+        inputs = [x] * self.num_branches
+        if self.split_input:
+            inputs = list(x.chunk(self.num_branches, dim=1))  # M x (B, C_in / M, H, W)
+        feats = torch.stack(
+            [branch(part) for branch, part in zip(self.branches, inputs, strict=True)], dim=1
+        )  # (B, M, C, H, W)
         summary = feats.sum(dim=1).mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         logits = self.select(self.fuse(summary))  # (B, M·C, 1, 1)
         logits = logits.reshape(x.shape[0], self.num_branches, self.out_channels, 1, 1)

@@ -76,6 +76,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K=V",
         help="dataset option, e.g. num_images=2000, clutter=4, source=fashion-mnist",
     )
+    what.add_argument(
+        "--weights",
+        default=S,
+        metavar="FILE",
+        help="start from a released checkpoint (docs/pretrained.md); new head if classes differ",
+    )
+    what.add_argument("--weights-format", default=S, help="force the --weights file's layout")
     what.add_argument("--task", choices=TASKS, default=S)
     what.add_argument("--image-size", type=int, default=S, help="resize the data to this size")
 
@@ -128,6 +135,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default=S)
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --out")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -137,20 +145,29 @@ def run_train(args: argparse.Namespace) -> int:
     given = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("out", "resume", "command") and not k.startswith("_")
+        if k not in ("out", "resume", "command", "tensorboard") and not k.startswith("_")
     }
     for key in ("attention_options", "model_options", "data_options", "map_options"):
         if key in given:
             given[key] = dict(given[key])
     config = TrainConfig.from_dict(given)
-    final = train(config, args.out, resume=args.resume, explicit=set(given))
+    if args.tensorboard:
+        from attnzoo.train.tensorboard import TensorBoardLog
+
+        with TensorBoardLog(args.out) as board:
+            final = train(config, args.out, args.resume, set(given), board.add_record)
+    else:
+        final = train(config, args.out, resume=args.resume, explicit=set(given))
     if final:
         print(json.dumps({"out": str(args.out), **final}))
     return 0
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    from attnzoo.weights.commands import add_weights_options
+
+    parser.add_argument("--checkpoint", help="run folder or checkpoint folder")
+    add_weights_options(parser)
     parser.add_argument("--data", default=None, help="dataset (default: the one trained on)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument(
@@ -183,7 +200,25 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from attnzoo.train.evaluate import evaluate_checkpoint
+    from attnzoo.weights.commands import evaluate_pretrained, source_of
 
+    if source_of(args) == "weights":
+        if args.noise_sigmas or args.noise_report:
+            raise ValueError("--noise-sigmas evaluates run folders (--checkpoint), not --weights")
+        result = evaluate_pretrained(
+            args.weights,
+            args.weights_format,
+            args.data,
+            args.data_root,
+            data_options=dict(args.data_options) if args.data_options else None,
+            image_size=args.image_size,
+            split=args.split,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        print(json.dumps(result, indent=2))
+        return 0
     result = evaluate_checkpoint(
         args.checkpoint,
         data=args.data,

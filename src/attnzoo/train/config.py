@@ -22,6 +22,8 @@ class TrainConfig:
     attention: str | None = None
     attention_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # released checkpoint to start from (attnzoo.weights)
+    weights_format: str | None = None
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     task: str = "classify"

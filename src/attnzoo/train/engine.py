@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,8 +164,10 @@ def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
         if key not in options and _accepts(builder, key):
             options[key] = value
     if ":" in config.model:
-        if config.attention is not None:
-            raise ValueError("--attention applies to registered models; build it into your own")
+        if config.attention is not None or config.weights is not None:
+            raise ValueError(
+                "--attention and --weights apply to registered models; build them into your own"
+            )
         return builder(num_classes=num_classes, **options)
     from attnzoo import models
 
@@ -174,6 +176,8 @@ def build_model(config: TrainConfig, data: TensorData) -> nn.Module:
         attention=config.attention,
         num_classes=num_classes,
         attention_options=config.attention_options,
+        weights=config.weights,
+        weights_format=config.weights_format,
         **options,
     )
 
@@ -395,8 +399,10 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     explicit: frozenset[str] | set[str] = frozenset(),
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train as configured, writing the run folder ``out_dir``; returns the final metrics."""
+    """Train as configured, writing the run folder ``out_dir``; returns the final metrics.
+    ``on_record`` (rank 0) gets each epoch's metrics.jsonl record, e.g. for TensorBoard."""
     out = Path(out_dir)
     if resume:
         config = resolve_resume(config, out, set(explicit))
@@ -564,6 +570,8 @@ def train(
             if world.main:
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+                if on_record is not None:
+                    on_record(record)
             progress.end_epoch(record)
             save(epoch + 1, 0)
             final = record
