@@ -166,15 +166,39 @@ def test_gradients_reach_every_parameter_and_the_input(name):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_bf16_autocast_is_finite_with_large_inputs(name, train):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_autocast_is_finite_with_large_inputs(name, train, dtype):
     info = INFOS[name]
     module = build(name).train(train)
     h, w = sizes_for(info, module)[0]
     inputs = [t * 100 for t in make_inputs(info, 2, h, w)]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = module(*inputs)
     for t in all_tensors(out):
         assert torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_empty_batch_gives_an_empty_output_of_the_right_shape(name, train):
+    info = INFOS[name]
+    module = build(name).train(train)
+    h, w = sizes_for(info, module)[1]
+    inputs = make_inputs(info, 0, h, w)
+    out = module(*inputs)
+    assert first(out).shape == info.expected_shape(*inputs)
+    reference = module.eval()(*make_inputs(info, 1, h, w))
+    for empty, single in zip(all_tensors(out), all_tensors(reference), strict=True):
+        assert empty.shape == (0, *single.shape[1:])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if INFOS[n].min_size > 1])
+def test_maps_below_the_minimum_size_are_a_value_error_saying_so(name):
+    info = INFOS[name]
+    module = build(name).eval()
+    for h, w in [(1, 1), (1, info.min_size + 3), (info.min_size + 3, 1)]:
+        with pytest.raises(ValueError, match=rf"at least {info.min_size}x{info.min_size}.*{h}x{w}"):
+            module(*make_inputs(info, 1, h, w))
 
 
 @pytest.mark.parametrize("name", NAMES)

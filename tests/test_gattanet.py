@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.gattanet import GAttANet, wrap
+from attnzoo.gattanet import GAttANet, infer_channels, wrap
 
 LAYERS = ["conv1", "conv2", "head.fc1", "head.fc2"]
 
@@ -389,7 +389,9 @@ def test_channel_inference_errors_and_alternatives():
     torch.manual_seed(0)
     model = nn.Sequential(Block(), nn.Conv2d(5, 2, 1))
     with pytest.raises(ValueError, match=r"cannot infer .*'0' \(Block\).*channels="):
-        wrap(model, ["0", "1"])
+        infer_channels(model, ["0", "1"])
+    lazy = wrap(copy.deepcopy(model), ["0", "1"])  # Block's count comes from its first output
+    assert lazy.layer_attention("0").is_lazy and not lazy.layer_attention("1").is_lazy
     by_mapping = wrap(copy.deepcopy(model), ["0", "1"], channels={"0": 5})
     assert by_mapping.layer_attention("0").channels == 5
     model.train()

@@ -44,7 +44,20 @@ from torch import nn
 
 from attnzoo.registry import ModuleInfo, create, did_you_mean, list_modules, module_info
 
-__all__ = ["PAPER_STAGES", "PLACEMENTS", "AttachedChain", "AttendedInput", "attach"]
+__all__ = [
+    "PAPER_STAGES",
+    "PLACEMENTS",
+    "AttachedChain",
+    "AttendedInput",
+    "InputSizeRequired",
+    "attach",
+]
+
+
+class InputSizeRequired(ValueError):
+    """A size-bound module needs ``input_size=`` to compute its feature size at each site
+    (a ValueError; callers such as ``models.create`` re-word it for their own arguments)."""
+
 
 PLACEMENTS: dict[str, str] = {
     "block_end": "after the last norm of every residual branch, before the add",
@@ -342,7 +355,7 @@ def _build(
         if not (wants_size and "spatial_size" not in options and "spatial_size" in str(error)):
             raise
         if spatial is None:
-            raise ValueError(
+            raise InputSizeRequired(
                 f"{info.name} needs the feature size here ({error}); pass input_size=(H, W) "
                 "(the model's input size) so attach can compute it"
             ) from error
@@ -440,7 +453,7 @@ def attach(
     if input_size is not None:
         shapes = _probe_shapes(model, sites, input_size)
     elif info.size_bound:
-        raise ValueError(
+        raise InputSizeRequired(
             f"{name!r} is bound to one feature size; pass input_size=(H, W) (the model's input "
             "size) so attach can compute the size at each insertion point"
         )

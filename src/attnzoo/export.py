@@ -284,20 +284,25 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)"
     )
+    from attnzoo.train.cli import add_trust_argument
+
+    add_trust_argument(parser)
 
 
-def load_trained_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any], Any]:
-    """(model with the checkpoint's weights in eval mode, metadata, its test split)."""
-    from attnzoo.train.checkpoint import load_checkpoint
-    from attnzoo.train.config import TrainConfig
-    from attnzoo.train.engine import build_model, load_split, match_channels
+def load_trained_model(
+    checkpoint: str | Path, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any], Any]:
+    """(model with the checkpoint's weights in eval mode, metadata, its test split). A
+    checkpoint whose config names a model builder to import needs ``trust_code=True``."""
+    from attnzoo.train.checkpoint import find_checkpoint
+    from attnzoo.train.runfolder import load_run, load_weights
+    from attnzoo.train.setup import build_model, load_split, match_channels
 
-    weights, meta, _ = load_checkpoint(checkpoint)
-    config = TrainConfig.from_dict(meta["config"])
+    weights, meta, _, config = load_run(checkpoint, trust_code=trust_code)
     config.limit_val = 2
     data = load_split(config, "test")
     model = build_model(config, data)
-    model.load_state_dict(weights)
+    load_weights(model, weights, find_checkpoint(checkpoint))
     model.eval()
     data = match_channels(data, model, config)
     return model, meta, data
@@ -316,7 +321,7 @@ def run_export(args: argparse.Namespace) -> int:
         channels, (height, width) = 3, (args.image_size, args.image_size)
         out = Path(args.out) if args.out else Path(args.weights).with_suffix(suffix)
     else:
-        model, meta, data = load_trained_model(args.checkpoint)
+        model, meta, data = load_trained_model(args.checkpoint, args.trust_run_folder)
         channels, (height, width) = data.channels, data.image_size
         out = Path(args.out) if args.out else find_checkpoint(args.checkpoint) / f"model{suffix}"
     if args.batch_size < 1:

@@ -44,7 +44,10 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedParameter
 
+from attnzoo.domains import CHANNELS, check_option
+from attnzoo.layers import run_fp32
 from attnzoo.registry import did_you_mean
 
 __all__ = ["GAttANet", "LayerAttention", "PassNormStatistics", "infer_channels", "wrap"]
@@ -152,37 +155,83 @@ def infer_channels(
     return {name: int(c) for name, c in channels.items() if c is not None}
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype keys and queries are kept in: x's own, float32 for fp16/bf16 under autocast."""
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return x.dtype
+
+
 class LayerAttention(nn.Module):
     """Key/query projections K, Q ∈ R^{C × d} and the modulation strength α of one layer.
 
     For a conv layer K and Q are the weights of bias-free 1x1 convs ``C -> d`` (stored as
     (C, d) matrices); for a dense layer row c is unit c's own key/query vector. α starts at 0.
     K and Q are initialised like a 1x1 conv (uniform ±1/sqrt(C)); the paper does not say.
+
+    ``channels=None`` (a layer that declares no channel count, e.g. a ReLU or a pooling): K
+    and Q start as uninitialised parameters and are materialised, in place, from the first
+    output the layer produces (:meth:`materialize`) or from a loaded state_dict.
     """
 
-    def __init__(self, channels: int, d: int) -> None:
+    def __init__(self, channels: int | None, d: int) -> None:
         super().__init__()
-        bound = 1.0 / math.sqrt(channels)
-        self.channels = channels
-        self.key = nn.Parameter(torch.empty(channels, d).uniform_(-bound, bound))
-        self.query = nn.Parameter(torch.empty(channels, d).uniform_(-bound, bound))
+        self.d = d
+        self.channels: int | None = None
+        self.key: torch.Tensor = UninitializedParameter()  # (C, d) once materialised
+        self.query: torch.Tensor = UninitializedParameter()  # (C, d) once materialised
         self.alpha = nn.Parameter(torch.zeros(()))
+        if channels is not None:
+            self.materialize(channels)
+        self.register_load_state_dict_pre_hook(LayerAttention._materialize_from_state)
+
+    @property
+    def is_lazy(self) -> bool:
+        """True until the channel count is known (first forward or loaded state_dict)."""
+        return self.channels is None
+
+    def materialize(self, channels: int) -> None:
+        """Give K and Q their shape (C, d) and their initial values (no-op once known)."""
+        if self.channels is not None:
+            return
+        bound = 1.0 / math.sqrt(channels)
+        with torch.no_grad():
+            for parameter in (self.key, self.query):
+                if isinstance(parameter, UninitializedParameter):
+                    parameter.materialize((channels, self.d))
+                parameter.uniform_(-bound, bound)
+        self.channels = channels
+
+    def _materialize_from_state(self, state_dict: Mapping[str, Any], prefix: str, *_: Any) -> None:
+        stored = state_dict.get(prefix + "key")
+        if self.is_lazy and isinstance(stored, torch.Tensor) and stored.dim() == 2:
+            self.materialize(int(stored.shape[0]))
 
     def layer_query(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over positions of q: (B, d)."""
+        """Mean over positions of q: (B, d), in float32 under autocast (a sum over C of
+        unnormalised products: fp16 overflows at ordinary activation scales)."""
+        return run_fp32(self._layer_query, x, dtype=_compute_dtype(x))
+
+    def _layer_query(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             return x.mean(dim=(2, 3)) @ self.query.to(x.dtype)  # (B, C) @ (C, d) -> (B, d)
         return (x @ self.query.to(x.dtype)) / x.shape[1]  # mean over the C_j units -> (B, d)
 
     def agreement(self, x: torch.Tensor, global_query: torch.Tensor) -> torch.Tensor:
-        """k · q_avg at every position: (B, 1, H, W) for conv, (B, C) for dense layers."""
+        """k · q_avg at every position: (B, 1, H, W) for conv, (B, C) for dense layers; in
+        float32 under autocast, so that α = 0 multiplies by exactly 1 (an fp16 inf times 0
+        would be NaN)."""
+        return run_fp32(self._agreement, x, global_query, dtype=_compute_dtype(x))
+
+    def _agreement(self, x: torch.Tensor, global_query: torch.Tensor) -> torch.Tensor:
         per_channel = global_query.to(x.dtype) @ self.key.to(x.dtype).t()  # (B, d)@(d, C) -> (B, C)
         if x.dim() == 4:
             return torch.einsum("bchw,bc->bhw", x, per_channel).unsqueeze(1)  # (B, 1, H, W)
         return x * per_channel  # (B, C)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, d={self.key.shape[1]}"
+        channels = "inferred at the first forward" if self.is_lazy else self.channels
+        return f"channels={channels}, d={self.d}"
 
 
 class _Hook:
@@ -259,13 +308,17 @@ class GAttANet(nn.Module):
             if name not in modules:
                 hint = did_you_mean(name, modules)
                 raise ValueError(f"model has no submodule named {name!r}.{hint}")
-        given = dict(channels or {})
+        given: dict[str, int | None] = dict(channels or {})
         extra = sorted(set(given) - set(names))
         if extra:
             raise ValueError(f"channels= names layers that do not participate: {extra}")
+        for name, count in given.items():
+            check_option("wrap", f"channels[{name!r}]", count, CHANNELS)
         to_infer = [n for n in names if n not in given]
-        if to_infer:
+        if to_infer and example_input is not None:
             given.update(infer_channels(model, to_infer, example_input))
+        else:  # None: the layer declares no count; its K, Q take it from its first output
+            given.update({n: _declared_channels(modules[n]) for n in to_infer})
 
         self.model = model
         self.layers = tuple(names)
@@ -275,9 +328,7 @@ class GAttANet(nn.Module):
         self._keys = {name: name.replace(".", "__") or "__root__" for name in names}
         if len(set(self._keys.values())) != len(names):
             raise ValueError(f"layer names collide once '.' becomes '__': {names}")
-        self.attention = nn.ModuleDict(
-            {self._keys[n]: LayerAttention(int(given[n]), d) for n in names}
-        )
+        self.attention = nn.ModuleDict({self._keys[n]: LayerAttention(given[n], d) for n in names})
         self._norm_names = tuple(
             name
             for name, module in model.named_modules()
@@ -323,6 +374,8 @@ class GAttANet(nn.Module):
                 f"tensors of rank 4 or 2, got {got}"
             )
         attention = self.layer_attention(name)
+        if attention.is_lazy:
+            attention.materialize(int(output.shape[1]))
         if output.shape[1] != attention.channels:
             raise ValueError(
                 f"GAttANet layer {name!r} was built for {attention.channels} channels, got "
@@ -413,8 +466,16 @@ def wrap(
     ``layers``: qualified names (``model.named_modules()``) of the participating submodules;
     their outputs must be (B, C, H, W) (conv) or (B, C) (dense). ``d``: key/query width.
     ``iterations``: forward passes with shared weights (2 in the paper; 1 is the baseline with
-    the attention read out). Channel counts are read from the module types; for modules that do
-    not declare them pass ``channels={name: C}`` or ``example_input=`` (one dry run, eval mode).
+    the attention read out). Channel counts are read from the module types
+    (:func:`infer_channels`), or taken from ``channels={name: C}`` or from one dry run on
+    ``example_input=`` (eval mode, no grad).
+
+    A layer that declares no count (an activation, a pooling, a custom block) gets it from its
+    first output: its K and Q are uninitialised parameters until the first forward, which
+    materialises them in place (PyTorch's lazy-module mechanism). An optimizer may be built
+    before that call (it holds the same parameter objects); anything that reads their shape
+    (counting parameters, saving a state_dict) must wait for the first forward, or pass
+    ``channels``/``example_input``. Loading a state_dict materialises them from its shapes.
     Adds 2·d·C parameters per layer plus one α per layer; α = 0 leaves the output unchanged.
     """
     return GAttANet(

@@ -3,6 +3,7 @@ float32 softmax under autocast, mask fill values, and attention-map recording.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,10 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "SQUASHES",
     "ConvNormAct",
     "RecordsMaps",
     "attention_fp32",
     "check_input",
+    "check_min_size",
     "check_spatial_size",
     "collect_maps",
     "get_squash",
@@ -24,6 +27,7 @@ __all__ = [
     "record_maps",
     "recording_maps",
     "reduced_channels",
+    "run_fp32",
     "softmax_fp32",
 ]
 
@@ -87,6 +91,36 @@ def check_spatial_size(x: torch.Tensor, expected: tuple[int, int], module: str) 
         )
 
 
+def check_min_size(x: torch.Tensor, min_size: int, module: str, reason: str) -> None:
+    """For modules defined only above a map size: ValueError naming the minimum and the cause,
+    instead of a pooling or convolution error from inside torch."""
+    height, width = x.shape[-2:]
+    if min(height, width) < min_size:
+        raise ValueError(
+            f"{module} needs feature maps of at least {min_size}x{min_size} ({reason}), "
+            f"got {height}x{width}"
+        )
+
+
+def run_fp32(
+    fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``fn(*tensors)`` in float32 with autocast off when autocast is on (float64 stays
+    float64), the result cast to ``dtype`` (default: the first tensor's); without autocast,
+    ``fn(*tensors)`` as it is.
+
+    For reductions whose sums of products overflow fp16 at ordinary activation scales (dot
+    products of unnormalised features, covariances, relation matrices) together with the
+    layers that read them before anything bounds them again (a sigmoid, a normalisation).
+    """
+    first = tensors[0]
+    if not torch.is_autocast_enabled(first.device.type):
+        return fn(*tensors)
+    compute = torch.float64 if first.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=first.device.type, enabled=False):
+        return fn(*(t.to(compute) for t in tensors)).to(dtype or first.dtype)
+
+
 def softmax_fp32(logits: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax computed in float32 (or float64) whatever the autocast dtype, cast back.
 
@@ -128,8 +162,9 @@ def attention_fp32(
 def positions_first(x: torch.Tensor) -> torch.Tensor:
     """(B, C, *spatial) -> (B, 1, N, C), N = prod(spatial), last dimension contiguous."""
     batch, channels = x.shape[:2]
+    positions = math.prod(x.shape[2:])  # explicit, never -1: B = 0 leaves -1 ambiguous
     # (B, C, *S) -> (B, *S, C) -> (B, 1, N, C); copies only when C is not already innermost
-    return x.movedim(1, -1).reshape(batch, 1, -1, channels).contiguous()
+    return x.movedim(1, -1).reshape(batch, 1, positions, channels).contiguous()
 
 
 def positions_last(tokens: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
@@ -152,6 +187,7 @@ _SQUASH: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "hard_sigmoid": _hard_sigmoid,
 }
+SQUASHES = tuple(_SQUASH)
 
 
 def get_squash(name: str) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -8,6 +8,7 @@ registry is the single source of truth used by :func:`create`, the command line
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from attnzoo.domains import CHANNELS, Domain, check_option
 
 KINDS = ("gate", "conv", "stage", "fusion", "head", "network")
 MAP_KINDS = ("spatial", "channel", "mask")  # mask: the full (B, C, H, W) gate
@@ -66,6 +69,7 @@ class ModuleInfo:
     inputs: InputsFn | None = None
     output_shape: ShapeFn | None = None
     no_grad_params: Mapping[str, str] = field(default_factory=dict)
+    domains: Mapping[str, Domain] = field(default_factory=dict)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -142,18 +146,54 @@ _REGISTRY: dict[str, ModuleInfo] = {}
 _LOADED = False
 
 
-def register(name: str, **info: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``@register("se", paper=..., year=..., kind="gate", ...)``."""
+def _validate_construction(cls: type[nn.Module], name: str, domains: Mapping[str, Domain]) -> None:
+    """Make ``cls(...)`` check ``channels`` and every given option against its domain before
+    the class's own ``__init__`` runs: the one place where constructor values are validated,
+    whether the module is built through :func:`create`, ``attach`` or its class."""
+    original = cls.__init__
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        try:
+            given = signature.bind_partial(self, *args, **kwargs).arguments
+        except TypeError as error:
+            raise TypeError(f"{name}: {error}") from None
+        if "channels" in given:
+            check_option(name, "channels", given["channels"], CHANNELS)
+        for option, domain in domains.items():
+            if option in given:
+                check_option(name, option, given[option], domain)
+        original(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def register(
+    name: str, options: Mapping[str, Domain] | None = None, **info: Any
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register("se", options={"rd_ratio": RD_RATIO}, paper=..., ...)``.
+
+    ``options`` declares the domain of every constructor option (see :mod:`attnzoo.domains`);
+    constructing the class checks the given values against it.
+    """
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"attention module {name!r} is registered twice")
-        entry = ModuleInfo(name=name, cls=cls, **info)
+        domains = dict(options or {})
+        accepted = inspect.signature(cls.__init__).parameters
+        undeclared = sorted(set(domains) - set(accepted))
+        if undeclared:
+            raise ValueError(f"{name}: options {undeclared} are not constructor parameters")
+        entry = ModuleInfo(name=name, cls=cls, domains=domains, **info)
         if entry.kind not in KINDS:
             raise ValueError(f"{name}: kind {entry.kind!r} is not one of {KINDS}")
         unknown = set(entry.maps) - set(MAP_KINDS)
         if unknown:
             raise ValueError(f"{name}: unknown map kinds {sorted(unknown)}; use {MAP_KINDS}")
+        if name not in _REGISTRY:
+            _validate_construction(cls, name, domains)
         _REGISTRY[name] = entry
         return cls
 

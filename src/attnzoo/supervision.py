@@ -248,6 +248,13 @@ def importance_map_loss(
     present = has_map.to(device=target.device, dtype=torch.bool)
     # Examples without a map may carry any placeholder (even NaN): zero them before use.
     target = torch.where(present.view(-1, 1, 1, 1), target, torch.zeros_like(target))
+    finite = torch.isfinite(target).flatten(1).all(1)  # (B,)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"importance maps of batch index(es) {bad[:5]} hold NaN/inf values; maps must be "
+            "finite (or mark those examples has_map=False)"
+        )
 
     if blur_sigma is not None:
         if blur_sigma == "official":

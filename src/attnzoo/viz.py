@@ -243,12 +243,15 @@ def add_viz_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="viz", help="output folder (default ./viz)")
     parser.add_argument("--cmap", default="jet", help="matplotlib colour map (default jet)")
     parser.add_argument("--alpha", type=float, default=0.5, help="map opacity (default 0.5)")
+    from attnzoo.train.cli import add_trust_argument
+
+    add_trust_argument(parser)
 
 
 def run_viz(args: argparse.Namespace) -> int:
-    from attnzoo.train.checkpoint import load_checkpoint
-    from attnzoo.train.config import TrainConfig
-    from attnzoo.train.engine import build_model, load_split, match_channels
+    from attnzoo.train.checkpoint import find_checkpoint
+    from attnzoo.train.runfolder import load_run, load_weights
+    from attnzoo.train.setup import build_model, load_split, match_channels
     from attnzoo.weights.commands import pretrained_split, source_of
 
     for name, value in (("--num-images", args.num_images), ("--rows-per-grid", args.rows_per_grid)):
@@ -271,8 +274,7 @@ def run_viz(args: argparse.Namespace) -> int:
         )
         stats = (list(plan.mean), list(plan.std))
         return _write_grids(model, data, stats, args, ("weights", args.weights, args.data))
-    weights, meta, _ = load_checkpoint(args.checkpoint)
-    config = TrainConfig.from_dict(meta["config"])
+    weights, meta, _, config = load_run(args.checkpoint, trust_code=args.trust_run_folder)
     if args.data is not None and args.data != config.data:
         config.data, config.data_options, config.data_root = args.data, {}, None
     if args.data_root is not None:
@@ -280,7 +282,7 @@ def run_viz(args: argparse.Namespace) -> int:
     config.limit_val = args.num_images
     data = load_split(config, "test")
     model = build_model(config, data)
-    model.load_state_dict(weights)
+    load_weights(model, weights, find_checkpoint(args.checkpoint))
     model.eval()
     data = match_channels(data, model, config)
     stats = (meta["mean"], meta["std"])

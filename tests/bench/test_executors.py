@@ -59,12 +59,12 @@ def test_the_command_exits_non_zero_and_writes_the_board_of_what_finished(
 ):
     out = tmp_path / "board"
     subprocess.run(["cp", "-r", str(serial_board), str(out)], check=True)
-    # se seed 1 lost its result and its checkpoint points at a folder that is gone: resuming
-    # it fails, in the worker, while baseline seed 1 (result removed) trains again.
+    # se seed 1 lost its result and its training state is garbage: resuming it fails, in the
+    # worker, while baseline seed 1 (result removed) trains again. (A pointer to a missing
+    # checkpoint no longer fails: resume falls back to the intact older checkpoint.)
     (out / "runs/se/seed1/result.json").unlink()
-    (out / "runs/se/seed1/checkpoints/latest.json").write_text(
-        json.dumps({"checkpoint": "step_00000099", "step": 99})
-    )
+    for state in (out / "runs/se/seed1/checkpoints").glob("step_*/state.pt"):
+        state.write_bytes(b"not a torch file")
     (out / "runs/baseline/seed1/result.json").unlink()
     subprocess.run(["rm", "-r", str(out / "runs/baseline/seed1/checkpoints")], check=True)
     assert main(["bench", *BOARD, "--jobs", "2", "--out", str(out)]) == 1

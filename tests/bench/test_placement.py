@@ -62,3 +62,14 @@ def test_physical_cores_counts_hyperthreads_once(tmp_path):
     assert physical_cores({0, 1, 2, 3}, sysfs=tmp_path) == 2
     assert physical_cores({0, 2}, sysfs=tmp_path) == 1  # an affinity mask of one core
     assert physical_cores({0, 1, 7}, sysfs=tmp_path) == 3  # unreadable topology: CPUs count
+
+
+def test_runs_per_gpu_on_cpu_is_a_usage_error_not_ignored(tmp_path, capsys):
+    from attnzoo.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--device", "cpu", "--runs-per-gpu", "2", "--out", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "--runs-per-gpu 2" in message and "--jobs" in message
+    assert not (tmp_path / "b" / "runs").exists()

@@ -127,3 +127,28 @@ def test_apnb_uses_the_fused_sdpa_kernel_and_is_finite_in_bf16_and_float64():
         assert torch.isfinite(module(x * 100)).all()
     out = module.double()(torch.randn(1, 16, 4, 4, dtype=torch.float64))
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
+def test_apnb_query_key_twice_updates_the_shared_bn_statistics_twice():
+    torch.manual_seed(0)
+    once = attnzoo.create("apnb", 16).double().train()
+    twice = attnzoo.create("apnb", 16, query_key_twice=True).double().train()
+    twice.load_state_dict(once.state_dict())
+    x = torch.randn(3, 16, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(twice(x), once(x), rtol=0, atol=0)  # same values either way
+    bn = once.query_key[1]
+    conv = once.query_key[0].weight[:, :, 0, 0]
+    y = torch.einsum("dc,bchw->dbhw", conv, x).flatten(1)  # (d, B·H·W) pre-BN activations
+    mean, var = y.mean(dim=1), y.var(dim=1, unbiased=True)
+    m = bn.momentum
+    naive_once = (1 - m) * torch.zeros_like(mean) + m * mean
+    naive_twice = (1 - m) * naive_once + m * mean
+    torch.testing.assert_close(bn.running_mean, naive_once)
+    torch.testing.assert_close(twice.query_key[1].running_mean, naive_twice)
+    var_once = (1 - m) * torch.ones_like(var) + m * var
+    torch.testing.assert_close(twice.query_key[1].running_var, (1 - m) * var_once + m * var)
+    assert int(bn.num_batches_tracked) == 1
+    assert int(twice.query_key[1].num_batches_tracked) == 2
+    info = attnzoo.module_info("apnb")
+    assert info.options["query_key_twice"] is False
+    assert {d.option: d.code for d in info.divergences}["query_key_twice"] is True

@@ -128,3 +128,44 @@ def test_bam_rejects_bad_options():
         attnzoo.create("bam", 32, combine="mul")
     with pytest.raises(ValueError, match="branch_norm"):
         attnzoo.create("bam", 32, branch_norm="none")
+
+
+def naive_bam_official_pool(x, module):
+    """Official channel pooling: avg_pool2d(x, H, stride=H) -> the left H×H window, by loops."""
+    height = x.shape[2]
+    out = torch.empty_like(x)
+    for n in range(x.shape[0]):
+        window = x[n, :, :, :height]
+        z = torch.stack([window[c].sum() / (height * height) for c in range(x.shape[1])])
+        mc = (
+            module.channel_gate[3].weight
+            @ torch.relu(bn_eval(module.channel_gate[0].weight @ z, module.channel_gate[1]))
+            + module.channel_gate[3].bias
+        )
+        _, ms = naive_branches(x[n], module)  # the spatial branch is unchanged
+        for c in range(x.shape[1]):
+            out[n, c] = x[n, c] + x[n, c] * torch.sigmoid(mc[c] + ms)
+    return out
+
+
+@pytest.mark.parametrize("size", [(6, 6), (5, 7), (4, 7)])
+def test_bam_channel_pool_kernel_h_is_the_official_pooling(size):
+    torch.manual_seed(0)
+    module = attnzoo.create("bam", 32, channel_pool="kernel_h").double().eval()
+    randomize_bn(module, torch.Generator().manual_seed(2))
+    x = torch.randn(2, 32, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(module(x), naive_bam_official_pool(x, module))
+    official = nn.functional.avg_pool2d(x, size[0], stride=size[0]).flatten(1)  # torch's own
+    torch.testing.assert_close(module._pool(x), official)
+    paper = attnzoo.create("bam", 32).double().eval()
+    paper.load_state_dict(module.state_dict())
+    torch.testing.assert_close(paper(x), naive_bam(x, paper, "sum"))  # global GAP default
+    if size[0] != size[1]:
+        assert not torch.allclose(paper(x), module(x))
+
+
+@pytest.mark.parametrize("size", [(7, 5), (3, 6), (2, 9)])
+def test_bam_channel_pool_kernel_h_rejects_maps_the_official_code_cannot_pool(size):
+    module = attnzoo.create("bam", 32, channel_pool="kernel_h").eval()
+    with pytest.raises(ValueError, match=r"kernel_h.*H <= W < 2H, got"):
+        module(torch.randn(1, 32, *size))

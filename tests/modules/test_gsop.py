@@ -71,10 +71,14 @@ def test_channel_gsop_matches_equations(options, act):
     torch.testing.assert_close(module(x), expected)
 
 
-@pytest.mark.parametrize("norm", ["channels", "code"])
-def test_spatial_gsop_matches_equations(norm):
+@pytest.mark.parametrize(
+    ("norm", "output_relu"), [("channels", False), ("code", False), ("code", True)]
+)
+def test_spatial_gsop_matches_equations(norm, output_relu):
     torch.manual_seed(1)
-    module = attnzoo.create("gsop", 8, rd_channels=5, mode="spatial", pooled_size=3)
+    module = attnzoo.create(
+        "gsop", 8, rd_channels=5, mode="spatial", pooled_size=3, output_relu=output_relu
+    )
     module = module.double().eval()
     module.spatial_norm = norm
     randomize_batchnorm(module, seed=7)
@@ -97,7 +101,16 @@ def test_spatial_gsop_matches_equations(norm):
         gate = naive_gate_from_cov(module, cov, torch.relu).view(1, 1, 3, 3)
         gate = torch.nn.functional.adaptive_avg_pool2d(gate, (7, 6))[0]
         out[b] = x[b] * gate
+        if output_relu:  # the official spatial block: ReLU(X · gate)
+            out[b] = torch.where(out[b] > 0, out[b], torch.zeros_like(out[b]))
     torch.testing.assert_close(module(x), out)
+    if output_relu:
+        assert (out < 0).sum() == 0 and (x < 0).any()
+
+
+def test_output_relu_is_the_spatial_form_only():
+    with pytest.raises(ValueError, match=r"output_relu=True .* needs mode='spatial'"):
+        attnzoo.create("gsop", 8, rd_channels=4, output_relu=True)
 
 
 def test_gsop_rejects_bad_options():

@@ -141,7 +141,7 @@ def test_iau_is_identity_at_init_and_rejects_bad_options():
     for name in ("ciau", "siau"):
         module = attnzoo.create(name, 8).train()
         torch.testing.assert_close(module(x), x, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="parts >= 2"):
+    with pytest.raises(ValueError, match="parts=1 is not allowed; expected an integer >= 2"):
         attnzoo.create("siau", 8, parts=1)
     with pytest.raises(ValueError, match="rank 5"):
         attnzoo.create("siau3d", 8)(x)

@@ -155,7 +155,7 @@ def test_bf16_and_float64_inputs_give_finite_results():
 
 
 def test_unknown_pairwise_is_rejected():
-    with pytest.raises(ValueError, match="pairwise must be one of"):
+    with pytest.raises(ValueError, match=r"pairwise=.cosine. is not allowed; expected one of"):
         attnzoo.create("nonlocal", 8, pairwise="cosine")
 
 

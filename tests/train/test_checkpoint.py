@@ -49,7 +49,9 @@ def test_loading_refuses_objects_and_corrupt_files(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"model\.safetensors: not a valid safetensors file"):
         load_checkpoint(folder)
     (folder / "meta.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing meta\.json"):
+    with pytest.raises(ValueError, match=r"no complete checkpoint \(step_00000001: it has no meta"):
         load_checkpoint(tmp_path / "ckpt")  # through the latest pointer
+    with pytest.raises(ValueError, match=r"missing meta\.json"):
+        load_checkpoint(folder)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         find_checkpoint(tmp_path / "nothing")

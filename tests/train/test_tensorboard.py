@@ -55,3 +55,14 @@ def test_without_tensorboard_the_error_says_how_to_install_it(tmp_path, monkeypa
     assert exit_info.value.code == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "pip install 'attnzoo[tensorboard]'" in message
+
+
+def test_a_damaged_checkpoint_pointer_is_repaired_by_the_engine_not_refused_by_the_log(tmp_path):
+    # The log takes its purge step from its first record, so it never reads latest.json: a
+    # garbled pointer is left to the run folder's repair (newest intact checkpoint).
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--tensorboard", "--out", str(out)]) == 0
+    (out / "checkpoints" / "latest.json").write_text("{garbled")
+    args = [*TINY, "--epochs", "2", "--tensorboard", "--out", str(out), "--resume"]
+    assert main(["train", *args]) == 0
+    assert [step for step, _ in scalars(out)["val/accuracy"]] == [2, 4]

@@ -34,10 +34,15 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "epoch 2/2 step 4/4" in printed  # plain progress lines off a TTY
 
+    # The run folder names code (tiny_models:classifier): refused unless trusted.
+    with pytest.raises(SystemExit) as refused:
+        main(["eval", "--checkpoint", str(out)])
+    assert refused.value.code == 1 and "--trust-run-folder" in capsys.readouterr().err
     assert (
         main(
             [
                 "eval",
+                "--trust-run-folder",
                 "--checkpoint",
                 str(out),
                 "--noise-sigmas",

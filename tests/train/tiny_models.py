@@ -58,3 +58,11 @@ def gala_classifier(num_classes: int, in_channels: int = 3) -> nn.Module:
 
 def segmenter(num_classes: int, in_channels: int = 3) -> nn.Module:
     return TinySegmenter(num_classes, in_channels)
+
+
+def heavy_classifier(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The tiny classifier carrying 64 MB of ballast, so that writing a checkpoint takes long
+    enough for a test to kill the process in the middle of it."""
+    model = TinyClassifier(num_classes, in_channels, dropout=0.0)
+    model.register_buffer("ballast", torch.zeros(16 * 2**20))
+    return model

@@ -122,3 +122,13 @@ def test_safetensors_conversion_round_trip(resnet18_state, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     a, b = build_model(plan), build_model(again)
     assert torch.equal(logits(a, x), logits(b, x))
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", bytes(range(256)) * 4])
+def test_a_file_that_is_not_a_checkpoint_is_named_not_called_pickled(tmp_path, content):
+    # Text or random bytes make the weights-only unpickler fail in arbitrary ways (IndexError,
+    # "Unsupported operand"): that is a damaged file, not one that holds Python objects.
+    path = tmp_path / "notes.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"notes\.pth: cannot read it as a PyTorch checkpoint"):
+        read_checkpoint(path)

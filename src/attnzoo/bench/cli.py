@@ -111,7 +111,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "on CPU one per physical core, on CUDA one per visible GPU x --runs-per-gpu)",
     )
     execution.add_argument(
-        "--runs-per-gpu", type=int, default=1, help="runs sharing one GPU at a time (1)"
+        "--runs-per-gpu", type=int, default=None, help="runs sharing one GPU at a time (1)"
     )
     execution.add_argument(
         "--executor",
@@ -285,6 +285,13 @@ def execution_from_args(
         require_summary_writer()
     jobs = parse_jobs(args.jobs)
     cores = physical_cores()
+    cuda = requested == "cuda" or device.type == "cuda"
+    if args.runs_per_gpu is not None and not cuda:
+        raise ValueError(
+            f"--runs-per-gpu {args.runs_per_gpu} applies to CUDA runs, not --device {requested}; "
+            "on CPU, --jobs sets how many runs go at a time"
+        )
+    runs_per_gpu = 1 if args.runs_per_gpu is None else args.runs_per_gpu
     if args.executor == "ray":
         if jobs is not None:
             raise ValueError(
@@ -292,12 +299,11 @@ def execution_from_args(
             )
         if requested.startswith("cuda:"):
             raise ValueError("--executor ray: use --device cuda (Ray picks each run's GPU)")
-        cuda = requested == "cuda" or device.type == "cuda"
         require_ray()
         return Execution(
             "ray",
-            threads=args.threads or (1 if not cuda else max(1, cores // args.runs_per_gpu)),
-            gpus_per_run=1 / args.runs_per_gpu if cuda else 0.0,
+            threads=args.threads or (1 if not cuda else max(1, cores // runs_per_gpu)),
+            gpus_per_run=1 / runs_per_gpu if cuda else 0.0,
             ray_address=args.ray_address,
             tensorboard=args.tensorboard,
         )
@@ -309,7 +315,7 @@ def execution_from_args(
         str(device),
         threads,
         gpu_count=torch.cuda.device_count() if device.type == "cuda" else 0,
-        runs_per_gpu=args.runs_per_gpu,
+        runs_per_gpu=runs_per_gpu,
         cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
         cores=cores,
     )

@@ -121,9 +121,11 @@ def run_one(
     start = time.perf_counter()
     checkpoints = run_dir / "checkpoints"
     resume = (checkpoints / "latest.json").is_file()
-    if not resume and checkpoints.is_dir():
-        # Killed while writing its first checkpoint: nothing to continue from, start over.
-        shutil.rmtree(checkpoints)
+    if not resume:
+        # Killed while writing its first checkpoint: nothing to continue from, start over
+        # (train() refuses a fresh run into a folder with another run's metrics lines).
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     explicit = {"progress", "log_every", "save_every"}
     if tensorboard:
         from attnzoo.train.tensorboard import TensorBoardLog

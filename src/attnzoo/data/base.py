@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attnzoo.errors import DataError
+
 IGNORE_INDEX = 255  # mask value excluded from the segmentation loss and mIoU
 
 
@@ -57,6 +59,16 @@ class TensorData:
                 f"{self.name}: maps must be (N, 1, H, W) = ({n}, 1, {size[0]}, {size[1]}), "
                 f"got {tuple(self.maps.shape)}"
             )
+        if self.maps is not None and self.maps.is_floating_point():
+            finite = torch.isfinite(self.maps).flatten(1).all(1)  # (N,)
+            if self.has_map is not None:  # a placeholder without a map may be anything
+                finite |= ~self.has_map.bool()
+            if not bool(finite.all()):
+                bad = torch.nonzero(~finite).flatten().tolist()
+                raise DataError(
+                    f"{self.name}: the importance maps of image(s) {bad[:5]}"
+                    f"{' ...' if len(bad) > 5 else ''} hold NaN/inf values; maps must be finite"
+                )
         if self.maps is not None and self.has_map is None:
             self.has_map = torch.ones(n, dtype=torch.bool)
         if self.masks is not None and tuple(self.masks.shape) != (n, *size):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from attnzoo.data.base import TensorData
+from attnzoo.errors import DataError
 
 HOW_TO_GET = (
     "download the python version from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it "
@@ -55,13 +56,36 @@ def read_batch(path: Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
             content = _RestrictedUnpickler(handle, encoding="bytes").load()
     except Exception as error:
-        raise ValueError(
+        raise DataError(
             f"{path}: not a valid CIFAR python pickle batch ({type(error).__name__}: {error}); "
             f"{HOW_TO_GET}"
         ) from None
     if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(content).__name__}")
+        raise DataError(f"{path}: expected a pickled dict, got {type(content).__name__}")
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in content.items()}
+
+
+def _integer_labels(values: Any, path: Path, key: str) -> np.ndarray:
+    """The labels as int64, refusing what a cast would silently change (2.5 -> 2, "3", NaN)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        array = np.asarray([], dtype=object)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind in "fb" and array.ndim == 1:
+        if (
+            array.dtype.kind == "f"
+            and np.isfinite(array).all()
+            and (array == np.round(array)).all()
+        ):
+            return array.astype(np.int64)
+        bad = next(i for i, v in enumerate(array.tolist()) if not float(v).is_integer())
+        raise DataError(
+            f"{path}: {key!r} holds a non-integer class label {array[bad]!r} at index {bad}; "
+            "CIFAR labels are whole numbers, the file is corrupt"
+        )
+    raise DataError(f"{path}: {key!r} must be a list of integer class labels, got {array.dtype}")
 
 
 def _folder(root: Path, name: str) -> Path:
@@ -94,17 +118,17 @@ def load_cifar(root: str | Path, num_classes: int = 10, split: str = "train") ->
             or batch_labels is None
             or len(batch_labels) != data.shape[0]
         ):
-            raise ValueError(
+            raise DataError(
                 f"{folder / name}: expected 'data' as a uint8 (N, 3072) array and {label_key!r} "
                 f"with N entries; {HOW_TO_GET}"
             )
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32x32
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        labels.append(_integer_labels(batch_labels, folder / name, label_key))
     meta = read_batch(folder / meta_file)
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
     label_array = np.concatenate(labels)
     if label_array.size and (label_array.min() < 0 or label_array.max() >= num_classes):
-        raise ValueError(f"CIFAR under {folder}: labels outside 0..{num_classes - 1}")
+        raise DataError(f"CIFAR under {folder}: labels outside 0..{num_classes - 1}")
     mean, std = STATS[num_classes]
     return TensorData(
         images=torch.from_numpy(np.concatenate(images)),

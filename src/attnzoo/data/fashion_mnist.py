@@ -8,12 +8,14 @@ Files (optionally gzipped): ``train-images-idx3-ubyte``, ``train-labels-idx1-uby
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attnzoo.data.base import TensorData
+from attnzoo.errors import DataError
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [
@@ -54,13 +56,15 @@ def read_idx(path: str | Path, expected_dims: int) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: cannot read it as {expected}: {error}; {HOW_TO_GET}") from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path}: cannot read it as {expected}, the file is corrupt ({error}); {HOW_TO_GET}"
+        ) from None
     if len(raw) < 4 + 4 * expected_dims:
-        raise ValueError(f"{path}: truncated header; expected {expected}. {HOW_TO_GET}")
+        raise DataError(f"{path}: truncated header; expected {expected}. {HOW_TO_GET}")
     zero, dtype_code, dims = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
     if zero != 0 or dtype_code != 0x08 or dims != expected_dims:
-        raise ValueError(
+        raise DataError(
             f"{path}: bad magic {raw[:4].hex()}; expected 00000{8:x}0{expected_dims} "
             f"({expected}). {HOW_TO_GET}"
         )
@@ -68,7 +72,7 @@ def read_idx(path: str | Path, expected_dims: int) -> np.ndarray:
     offset = 4 + 4 * dims
     count = int(np.prod(shape))
     if len(raw) - offset != count:
-        raise ValueError(
+        raise DataError(
             f"{path}: header promises {count} bytes of data {shape}, file holds "
             f"{len(raw) - offset}; the file is truncated or corrupt. {HOW_TO_GET}"
         )
@@ -84,12 +88,12 @@ def load_fashion_mnist(root: str | Path | None = None, split: str = "train") -> 
     images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"), 3)
     labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"), 1)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST under {folder}: {images.shape[0]} images but {labels.shape[0]} "
             f"labels in the {split} split. {HOW_TO_GET}"
         )
     if labels.size and int(labels.max()) >= len(CLASSES):
-        raise ValueError(f"Fashion-MNIST under {folder}: label {int(labels.max())} out of 0..9")
+        raise DataError(f"Fashion-MNIST under {folder}: label {int(labels.max())} out of 0..9")
     return TensorData(
         images=torch.from_numpy(images.copy())[:, None],
         labels=torch.from_numpy(labels.astype(np.int64)),

@@ -61,7 +61,8 @@ class DeviceLoader:
             )
         if drop_last and batch_size > len(data):
             raise ValueError(
-                f"batch size {batch_size} exceeds the {len(data)} examples of {data.name}"
+                f"batch size {batch_size} exceeds the {len(data)} examples of {data.name}; "
+                "lower --batch-size (or use more data)"
             )
         self.data = data
         self.device = torch.device(device)

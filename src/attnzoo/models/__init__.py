@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from attnzoo.domains import Integer, check_option
 from attnzoo.registry import did_you_mean, import_package_files
 
 Builder = Callable[..., nn.Module]
@@ -78,10 +79,12 @@ def create(
     is converted and checked (:func:`attnzoo.weights.create_pretrained`). A ``num_classes``
     other than the file's gets a new, freshly initialised ``fc`` for fine-tuning.
     """
+    builder = get_builder(name)  # an unknown name fails here, with the list of known ones
+    if num_classes is not None:
+        check_option(f"model {name!r}", "num_classes", num_classes, Integer(1))
     if weights is not None:
         from attnzoo.weights import create_pretrained
 
-        get_builder(name)  # an unknown name fails here, with the list of known ones
         return create_pretrained(
             name,
             weights,
@@ -95,7 +98,7 @@ def create(
     if weights_format is not None:
         raise ValueError("weights_format applies with weights=PATH")
     num_classes = 10 if num_classes is None else num_classes
-    model = get_builder(name)(num_classes=num_classes, **options)
+    model = builder(num_classes=num_classes, **options)
     if attention is None:
         return model
     attention_options = dict(attention_options or {})
@@ -108,6 +111,13 @@ def create(
         if not layers:
             raise ValueError(f"model {name!r} declares no gattanet_layers; pass layers=[...]")
         return wrap(model, layers=list(layers), **attention_options)
-    from attnzoo.attach import attach
+    from attnzoo.attach import InputSizeRequired, attach
 
-    return attach(model, attention, placement=placement, **attention_options)
+    try:
+        return attach(model, attention, placement=placement, **attention_options)
+    except InputSizeRequired:
+        raise ValueError(
+            f"{attention!r} is bound to one feature size: pass "
+            'attention_options={"input_size": (H, W)} (the model\'s input size) so that the '
+            "size at each insertion point can be computed"
+        ) from None

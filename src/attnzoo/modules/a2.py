@@ -23,12 +23,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Integer
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels, softmax_fp32
 from attnzoo.registry import register
 
 
 @register(
     "a2",
+    options={**RD_OPTIONS, "attention_channels": Integer(1, optional=True)},
     paper="A²-Nets: Double Attention Networks",
     authors="Chen, Kalantidis, Li, Yan, Feng",
     year=2018,

@@ -27,6 +27,11 @@ one (the official code takes ``forward(low, high)``; only the argument order dif
 Differences from the official code:
 - ``dropout``: the official blocks end with Dropout2d(0.05); the paper does not mention it.
   Default 0.0 (paper); 0.05 reproduces the code.
+- ``query_key_twice`` (APNB): the official APNB shares one conv-BN-ReLU for query and key
+  (``f_query = f_key``) but calls it twice per forward, so in training its BatchNorm running
+  statistics are updated twice per step (``num_batches_tracked`` grows by 2). The outputs are
+  the same; eval-mode statistics differ. Default False (one call, the paper's shared
+  projection); True reproduces the code's statistics.
 - The official projections feeding a BN carry a conv bias that BN cancels, and the value conv's
   bias only adds W_o·b to the context (softmax rows sum to 1), which ``out_conv``'s bias already
   covers; these convs are bias-free here (same function class, no redundant parameters).
@@ -38,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import DROPOUT, FLAG, RD_OPTIONS, Domain, Integer, IntTuple
 from attnzoo.layers import (
     ConvNormAct,
     attention_fp32,
@@ -63,6 +69,13 @@ _PAPER = dict(
     },
 )
 _DROPOUT = Divergence("dropout", 0.0, 0.0, 0.05, "official blocks end with Dropout2d(0.05)")
+_OPTIONS: dict[str, Domain] = {
+    **RD_OPTIONS,
+    "value_channels": Integer(1, optional=True),
+    "pool_sizes": IntTuple(1),
+    "dropout": DROPOUT,
+}
+_AFNB_OPTIONS = {**_OPTIONS, "low_channels": Integer(1, optional=True)}
 
 
 def pyramid_pool(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
@@ -72,7 +85,23 @@ def pyramid_pool(x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(pooled, dim=2).unsqueeze(2)  # (B, C, 1, S)
 
 
-@register("apnb", kind="gate", placement="stage_end", divergences=(_DROPOUT,), **_PAPER)  # type: ignore[arg-type]
+@register(
+    "apnb",
+    options={**_OPTIONS, "query_key_twice": FLAG},
+    kind="gate",
+    placement="stage_end",
+    divergences=(
+        _DROPOUT,
+        Divergence(
+            "query_key_twice",
+            False,
+            False,
+            True,
+            "code calls the shared query/key conv-BN twice: BN statistics update twice a step",
+        ),
+    ),
+    **_PAPER,  # type: ignore[arg-type]
+)
 class AsymmetricPyramidNonLocal(nn.Module):
     """APNB: self-attention of every position over S = 110 pyramid-pooled anchors, fused with X."""
 
@@ -84,10 +113,12 @@ class AsymmetricPyramidNonLocal(nn.Module):
         value_channels: int | None = None,
         pool_sizes: tuple[int, ...] = (1, 3, 6, 8),
         dropout: float = 0.0,
+        query_key_twice: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
         self.pool_sizes = tuple(pool_sizes)
+        self.query_key_twice = query_key_twice
         self.key_channels = reduced_channels(channels, rd_ratio, rd_channels)
         value_channels = value_channels or self.key_channels
         self.query_key = ConvNormAct(channels, self.key_channels, 1)
@@ -100,8 +131,10 @@ class AsymmetricPyramidNonLocal(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "APNB")
         embedded = self.query_key(x)  # (B, d, H, W)
+        # the official code calls the shared projection again for the keys (same values)
+        keys = self.query_key(x) if self.query_key_twice else embedded  # (B, d, H, W)
         q = positions_first(embedded)  # (B, 1, N, d)
-        k = positions_first(pyramid_pool(embedded, self.pool_sizes))  # (B, 1, S, d)
+        k = positions_first(pyramid_pool(keys, self.pool_sizes))  # (B, 1, S, d)
         v = positions_first(pyramid_pool(self.value(x), self.pool_sizes))  # (B, 1, S, dv)
         context = attention_fp32(q, k, v, scale=self.key_channels**-0.5)  # (B, 1, N, dv)
         context = self.out_conv(positions_last(context, tuple(x.shape[2:])))  # (B, C, H, W)
@@ -126,6 +159,7 @@ def _fusion_inputs(
 
 @register(
     "afnb",
+    options=_AFNB_OPTIONS,
     kind="fusion",
     placement="between the last two stages: high = stage 4 output, low = stage 3 output",
     divergences=(_DROPOUT,),

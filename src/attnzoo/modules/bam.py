@@ -29,8 +29,11 @@ Differences from the official code:
   layers with bias and ReLU).
 - Biases directly followed by a BatchNorm are dropped (the official code keeps them): BN
   subtracts the batch mean, so they have no effect in training and an exactly-zero gradient.
-- The official channel branch pools with ``avg_pool2d(kernel=H)``, which is only global for
-  square maps; here GAP is over H×W for any shape.
+- ``channel_pool``: the official channel branch pools with ``avg_pool2d(x, H, stride=H)``,
+  which is global only on square maps: for H < W < 2H it averages the left H×H square alone,
+  and for other non-square maps the official code fails. Default ``"global"`` (the paper's
+  GAP over H×W, any shape); ``"kernel_h"`` reproduces the code where it is defined
+  (H <= W < 2H) and raises a ValueError elsewhere.
 """
 
 from __future__ import annotations
@@ -38,15 +41,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Choice, Integer
 from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
 COMBINES = ("sum", "product")
 BRANCH_NORMS = ("hidden", "output")
+CHANNEL_POOLS = ("global", "kernel_h")
 
 
 @register(
     "bam",
+    options={
+        **RD_OPTIONS,
+        "dilation": Integer(1),
+        "num_dilated": Integer(0),
+        "combine": Choice(COMBINES),
+        "branch_norm": Choice(BRANCH_NORMS),
+        "channel_pool": Choice(CHANNEL_POOLS),
+    },
     paper="BAM: Bottleneck Attention Module",
     authors="Park, Woo, Lee, Kweon",
     year=2018,
@@ -60,6 +73,13 @@ BRANCH_NORMS = ("hidden", "output")
         Divergence("combine", "sum", "sum", "product", "code: 1 + sigmoid(Mc * Ms)"),
         Divergence(
             "branch_norm", "hidden", "output", "hidden", "paper: BN at branch outputs (eqs. 3-4)"
+        ),
+        Divergence(
+            "channel_pool",
+            "global",
+            "global",
+            "kernel_h",
+            "code: avg_pool2d with kernel H, global only on square maps",
         ),
     ),
     maps=("channel", "spatial", "mask"),
@@ -76,6 +96,7 @@ class BAM(nn.Module, RecordsMaps):
         num_dilated: int = 2,
         combine: str = "sum",
         branch_norm: str = "hidden",
+        channel_pool: str = "global",
     ) -> None:
         super().__init__()
         if combine not in COMBINES:
@@ -85,6 +106,7 @@ class BAM(nn.Module, RecordsMaps):
         self.channels = channels
         self.combine = combine
         self.branch_norm = branch_norm
+        self.channel_pool = channel_pool
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         spatial: list[nn.Module]
         if branch_norm == "hidden":
@@ -116,10 +138,23 @@ class BAM(nn.Module, RecordsMaps):
             spatial += [nn.Conv2d(hidden, 1, 1, bias=False), nn.BatchNorm2d(1)]
         self.spatial_gate = nn.Sequential(*spatial)
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel branch's pooling: (B, C, H, W) -> (B, C)."""
+        if self.channel_pool == "global":
+            return x.mean(dim=(2, 3))
+        height, width = x.shape[-2:]
+        if not height <= width < 2 * height:
+            raise ValueError(
+                "BAM channel_pool='kernel_h' (the official avg_pool2d with kernel and stride H) "
+                f"is defined only for H <= W < 2H, got {height}x{width}; use "
+                "channel_pool='global' (the paper's global average pooling)"
+            )
+        return x[..., :height].mean(dim=(2, 3))  # the one H×H window the official pool sees
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "BAM")
         batch = x.shape[0]
-        channel = self.channel_gate(x.mean(dim=(2, 3)))  # (B, C)
+        channel = self.channel_gate(self._pool(x))  # (B, C)
         channel = channel.view(batch, self.channels, 1, 1)  # (B, C, 1, 1)
         spatial = self.spatial_gate(x)  # (B, 1, H, W)
         self._record("channel", channel)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS, Choice, Integer
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
@@ -32,6 +33,13 @@ POOL_ORDERS = ("mean_max", "max_mean")
 
 @register(
     "cbam",
+    options={
+        **RD_OPTIONS,
+        "rd_divisor": RD_DIVISOR,
+        "spatial_kernel": Integer(1, odd=True),
+        "spatial_bn": FLAG,
+        "pool_order": Choice(POOL_ORDERS),
+    },
     paper="CBAM: Convolutional Block Attention Module",
     authors="Woo, Park, Lee, Kweon",
     year=2018,

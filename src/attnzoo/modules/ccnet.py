@@ -25,12 +25,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_OPTIONS, Integer
 from attnzoo.layers import check_input, mask_fill_value, reduced_channels, softmax_fp32
 from attnzoo.registry import Divergence, register
 
 
 @register(
     "cca",
+    options={**RD_OPTIONS, "recurrence": Integer(1), "residual_scale": FLAG},
     paper="CCNet: Criss-Cross Attention for Semantic Segmentation",
     authors="Huang, Wang, Huang, Huang, Wei, Liu",
     year=2019,

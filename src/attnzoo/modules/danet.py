@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import DROPOUT, FLAG, RD_OPTIONS, Integer
 from attnzoo.layers import (
     ConvNormAct,
     attention_fp32,
@@ -59,6 +60,7 @@ _EXAMPLE_CLASSES = 5
 
 @register(
     "pam",
+    options=RD_OPTIONS,
     kind="gate",
     placement="stage_end",
     identity_at_init=True,
@@ -93,6 +95,7 @@ class PositionAttention(nn.Module):
 
 @register(
     "cam",
+    options={"invert_energy": FLAG},
     kind="gate",
     placement="stage_end",
     identity_at_init=True,
@@ -130,6 +133,13 @@ def _head_shape(x: torch.Tensor) -> tuple[int, ...]:
 
 @register(
     "danet_head",
+    options={
+        **RD_OPTIONS,
+        "num_classes": Integer(1),
+        "dropout": DROPOUT,
+        "invert_energy": FLAG,
+        "aux_outputs": FLAG,
+    },
     kind="head",
     placement="on the last stage of a dilated backbone (output stride 8)",
     divergences=(

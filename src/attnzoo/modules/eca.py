@@ -28,18 +28,31 @@ import math
 import torch
 from torch import nn
 
+from attnzoo.domains import Integer, Real
 from attnzoo.layers import RecordsMaps, check_input
 from attnzoo.registry import Divergence, register
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     """ECA's k = ψ(C): the odd integer nearest above ``int(|log2(C) + b| / γ)``, at least 3."""
-    t = int(abs(math.log2(channels) + beta) / gamma)
+    ratio = abs(math.log2(channels) + beta) / gamma
+    if not math.isfinite(ratio) or ratio > 2 * channels + 1:
+        raise ValueError(
+            f"ECA: gamma={gamma!r}, beta={beta!r} give a kernel of {ratio:g} taps for "
+            f"{channels} channels; more than 2C+1 = {2 * channels + 1} taps only ever see zero "
+            "padding (the paper uses gamma=2, beta=1)"
+        )
+    t = int(ratio)
     return max(t if t % 2 else t + 1, 3)
 
 
 @register(
     "eca",
+    options={
+        "gamma": Real(0.0),
+        "beta": Real(None),
+        "k_size": Integer(1, odd=True, optional=True),
+    },
     paper="ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
     authors="Wang, Wu, Zhu, Li, Zuo, Hu",
     year=2020,
@@ -77,6 +90,11 @@ class EfficientChannelAttention(nn.Module, RecordsMaps):
             isinstance(k_size, bool) or not isinstance(k_size, int) or k_size < 1 or k_size % 2 == 0
         ):
             raise ValueError(f"ECA k_size must be a positive odd integer or None, got {k_size!r}")
+        elif k_size > 2 * channels + 1:
+            raise ValueError(
+                f"ECA: k_size={k_size} is wider than 2C+1 = {2 * channels + 1} taps for "
+                f"{channels} channels; the extra taps only ever see zero padding"
+            )
         self.channels = channels
         self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import RD_DIVISOR, RD_OPTIONS, Choice, IntTuple
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
@@ -55,6 +56,7 @@ _TABLES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 # fmt: on
 _COUNTS = (1, 2, 4, 8, 16, 32)
+FREQUENCIES = tuple(f"{table}{count}" for table in _TABLES for count in _COUNTS)
 _NORMS = ("ortho", "none")
 
 
@@ -97,6 +99,13 @@ def dct_filters(
 
 @register(
     "fca",
+    options={
+        **RD_OPTIONS,
+        "rd_divisor": RD_DIVISOR,
+        "frequencies": Choice(FREQUENCIES),
+        "dct_size": IntTuple(7, length=2, scalar=True),
+        "dct_norm": Choice(_NORMS),
+    },
     paper="FcaNet: Frequency Channel Attention Networks",
     authors="Qin, Zhang, Wu, Li",
     year=2021,

@@ -44,7 +44,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnzoo.layers import RecordsMaps, check_input, get_squash, reduced_channels
+from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS, Choice
+from attnzoo.layers import SQUASHES, RecordsMaps, check_input, get_squash, reduced_channels
 from attnzoo.registry import Divergence, register
 
 _GATE_INITS = ("open", "code")
@@ -53,6 +54,14 @@ _OPEN_BIAS = 0.5  # output-layer bias of both paths under gate_init="open" (see 
 
 @register(
     "gala",
+    options={
+        **RD_OPTIONS,
+        "rd_divisor": RD_DIVISOR,
+        "squash": Choice(SQUASHES),
+        "local_extra_conv": FLAG,
+        "global_relu": FLAG,
+        "gate_init": Choice(_GATE_INITS),
+    },
     paper="Learning what and where to attend",
     authors="Linsley, Shiebler, Eberhardt, Serre",
     year=2019,

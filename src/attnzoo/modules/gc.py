@@ -34,6 +34,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Choice
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels, softmax_fp32
 from attnzoo.registry import register
 
@@ -43,6 +44,7 @@ FUSIONS = ("add", "mul")
 
 @register(
     "gc",
+    options={**RD_OPTIONS, "pooling": Choice(POOLINGS), "fusion": Choice(FUSIONS)},
     paper="GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
     authors="Cao, Xu, Lin, Wei, Hu",
     year=2019,

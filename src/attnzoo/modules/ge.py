@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Choice, IntTuple
 from attnzoo.layers import RecordsMaps, check_input, check_spatial_size, reduced_channels
 from attnzoo.registry import register
 
@@ -48,6 +49,12 @@ EXTENTS = ("global", 2, 4, 8)
 
 @register(
     "ge",
+    options={
+        **RD_OPTIONS,
+        "variant": Choice(VARIANTS),
+        "extent": Choice(EXTENTS),
+        "spatial_size": IntTuple(1, length=2, scalar=True, optional=True),
+    },
     paper="Gather-Excite: Exploiting Feature Context in Convolutional Neural Networks",
     authors="Hu, Shen, Albanie, Sun, Vedaldi",
     year=2018,

@@ -36,8 +36,9 @@ Differences from the official code:
   to make the covariance cheaper; default 1.
 - ``spatial_norm`` (spatial form only): the official ``cov_feature`` centres across the d
   channels but divides by the number of positions, ``XᵀX/P² − (Xᵀ1)(1ᵀX)/P⁴`` (``"code"``);
-  the true covariance across positions divides by d (``"channels"``, default). The official
-  spatial block also ReLUs its output, ``ReLU(X · gate)``; here the gate output is ``X · gate``.
+  the true covariance across positions divides by d (``"channels"``, default).
+- ``output_relu`` (spatial form only): the official spatial block returns ``ReLU(X · gate)``;
+  the paper's gate output is ``X · gate``. Default False (paper); True reproduces the code.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.layers import RecordsMaps, check_input
+from attnzoo.domains import FLAG, Choice, Integer
+from attnzoo.layers import RecordsMaps, check_input, run_fp32
 from attnzoo.registry import Divergence, register
 
 _MODES = ("channel", "spatial")
 _ACTS = ("none", "leaky_relu", "relu")
+_SPATIAL_NORMS = ("channels", "code")
 
 
 def _row_act(name: str) -> nn.Module:
@@ -63,6 +66,16 @@ def _row_act(name: str) -> nn.Module:
 
 @register(
     "gsop",
+    options={
+        "rd_channels": Integer(1),
+        "mode": Choice(_MODES),
+        "pooled_size": Integer(1),
+        "input_relu": FLAG,
+        "row_act": Choice(_ACTS),
+        "reduce_stride": Integer(1),
+        "spatial_norm": Choice(_SPATIAL_NORMS),
+        "output_relu": FLAG,
+    },
     paper="Global Second-order Pooling Convolutional Networks",
     authors="Gao, Xie, Wang, Li",
     year=2019,
@@ -78,6 +91,9 @@ def _row_act(name: str) -> nn.Module:
         Divergence("reduce_stride", 1, 1, 2, "official stage-1 blocks reduce with stride 2"),
         Divergence(
             "spatial_norm", "channels", "channels", "code", "spatial covariance normalisation"
+        ),
+        Divergence(
+            "output_relu", False, False, True, "official spatial block returns ReLU(X · gate)"
         ),
     ),
     maps=("channel",),
@@ -97,6 +113,7 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
         row_act: str = "none",
         reduce_stride: int = 1,
         spatial_norm: str = "channels",
+        output_relu: bool = False,
     ) -> None:
         super().__init__()
         if mode not in _MODES:
@@ -110,8 +127,14 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
                 "rd_channels, pooled_size and reduce_stride must be >= 1, got "
                 f"{rd_channels}, {pooled_size}, {reduce_stride}"
             )
+        if output_relu and mode != "spatial":
+            raise ValueError(
+                "GSoP output_relu=True is the official spatial form's ReLU(X · gate); it needs "
+                f"mode='spatial', got mode={mode!r}"
+            )
         self.channels = channels
         self.mode = mode
+        self.output_relu = output_relu
         self.pooled_size = pooled_size
         self.input_relu = input_relu
         self.spatial_norm = spatial_norm
@@ -133,17 +156,30 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "GSoP")
-        batch = x.shape[0]
         feats = F.relu(x) if self.input_relu else x
         feats = self.reduce_bn(self.reduce(feats))  # (B, d, H', W')
+        # A covariance sums products of unnormalised features and overflows fp16 at large
+        # activation scales: under autocast it and the layers reading it (up to the sigmoid)
+        # run in float32.
         if self.mode == "channel":
-            feats = F.relu(feats).flatten(2)  # (B, d, N)
-            centred = feats - feats.mean(dim=2, keepdim=True)
-            # 1/N before the sum over positions: Σ_i of N products overflows fp16 under autocast
-            cov = torch.bmm(centred / feats.shape[2], centred.transpose(1, 2))  # (B, d, d)
-            gate = self._covariance_gate(cov)  # (B, C, 1, 1)
+            gate = run_fp32(self._channel_gate, feats, dtype=x.dtype)  # (B, C, 1, 1)
             self._record("channel", gate)
             return x * gate
+        gate = run_fp32(self._spatial_gate, feats, dtype=x.dtype)  # (B, 1, P, P)
+        gate = F.adaptive_avg_pool2d(gate, (x.shape[-2], x.shape[-1]))  # (B, 1, H, W)
+        self._record("spatial", gate)
+        out = x * gate
+        return F.relu(out) if self.output_relu else out
+
+    def _channel_gate(self, feats: torch.Tensor) -> torch.Tensor:
+        """Covariance of the d channels over the N positions -> gate (B, C, 1, 1)."""
+        feats = F.relu(feats).flatten(2)  # (B, d, N)
+        centred = feats - feats.mean(dim=2, keepdim=True)
+        cov = torch.bmm(centred / feats.shape[2], centred.transpose(1, 2))  # (B, d, d)
+        return self._covariance_gate(cov)
+
+    def _spatial_gate(self, feats: torch.Tensor) -> torch.Tensor:
+        """Covariance of the P² pooled positions over the d channels -> gate (B, 1, P, P)."""
         size = self.pooled_size
         feats = F.adaptive_avg_pool2d(feats, size).flatten(2)  # (B, d, P²): d samples
         depth = feats.shape[1]
@@ -156,7 +192,4 @@ class GlobalSecondOrderPooling(nn.Module, RecordsMaps):
             cov = torch.bmm(feats.transpose(1, 2) / positions, feats) - torch.bmm(
                 total.transpose(1, 2) / positions, total / positions
             )  # (B, P², P²)
-        gate = self._covariance_gate(cov).reshape(batch, 1, size, size)  # (B, 1, P, P)
-        gate = F.adaptive_avg_pool2d(gate, (x.shape[-2], x.shape[-1]))  # (B, 1, H, W)
-        self._record("spatial", gate)
-        return x * gate
+        return self._covariance_gate(cov).reshape(feats.shape[0], 1, size, size)  # (B, 1, P, P)

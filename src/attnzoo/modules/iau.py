@@ -45,9 +45,13 @@ same arithmetic.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Integer
 from attnzoo.layers import (
     RecordsMaps,
     check_input,
@@ -62,7 +66,8 @@ _EDGE_BIAS = {
     "(kept: the official BN(1) is affine)"
 }
 
-_IAU_INFO = dict(
+_SIAU_OPTIONS = {**RD_OPTIONS, "parts": Integer(2)}
+_IAU_INFO: dict[str, Any] = dict(
     paper="IAUnet: Global Context-Aware Feature Learning for Person Re-Identification",
     authors="Hou, Ma, Chang, Gu, Shan, Chen",
     year=2020,
@@ -96,14 +101,15 @@ class _CIAU(nn.Module):
         check_input(x, self.channels, self.name, rank=5 if self.video else 4)
         b, c = x.shape[:2]
         spatial = x.shape[2:]
-        nodes = x.reshape(b, -1, spatial[-2] * spatial[-1])  # (B, C or C·T, N)
+        frames = math.prod(spatial[:-2])  # T (1 for images)
+        nodes = x.reshape(b, c * frames, spatial[-2] * spatial[-1])  # (B, C or C·T, N)
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
             # unscaled X Xᵀ overflows fp16: logits in float32 as well as the softmax
             nodes32 = nodes.to(compute)
             affinity = softmax_fp32(nodes32 @ nodes32.transpose(1, 2), dim=-1)  # (B, C', C')
             context = (affinity @ nodes32).to(x.dtype)  # (B, C', N)
-        context = context.reshape(b, c, -1, spatial[-1])  # (B, C, [T·]H, W)
+        context = context.reshape(b, c, frames * spatial[-2], spatial[-1])  # (B, C, [T·]H, W)
         update = self.norm(self.proj(context)).reshape(x.shape)  # (B, C, [T,] H, W)
         return x + update
 
@@ -195,7 +201,9 @@ class _SIAU(nn.Module, RecordsMaps):
         updated = torch.relu(
             self.update_norm(self.update_conv(torch.cat((nodes, neighbours), dim=1)))
         )  # (B, C', M, 1)
-        per_frame = updated.reshape(b, -1, frames, self.parts).mean(dim=3)  # (B, C', T)
+        per_frame = updated.reshape(b, updated.shape[1], frames, self.parts).mean(
+            dim=3
+        )  # (B, C', T)
         agg = torch.cat((per_frame, glob[..., 0].expand(-1, -1, frames)), dim=1)  # (B, 2C', T)
         out = self.out_norm(self.out_conv(agg.unsqueeze(-1)))  # (B, C, T, 1)
         if self.record_maps:
@@ -212,6 +220,7 @@ class _SIAU(nn.Module, RecordsMaps):
 
 @register(
     "siau",
+    options=_SIAU_OPTIONS,
     category="spatial",
     no_grad_params=_EDGE_BIAS,
     maps=("spatial",),
@@ -224,6 +233,7 @@ class SIAU(_SIAU):
 
 @register(
     "siau3d",
+    options=_SIAU_OPTIONS,
     category="spatial",
     no_grad_params=_EDGE_BIAS,
     maps=("spatial",),

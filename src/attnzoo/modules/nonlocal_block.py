@@ -33,18 +33,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_OPTIONS, Choice
 from attnzoo.layers import (
     attention_fp32,
     check_input,
+    check_min_size,
     positions_first,
     positions_last,
     reduced_channels,
+    run_fp32,
 )
 from attnzoo.registry import Divergence, register, video_inputs
 
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 
 _INFO = dict(
+    options={
+        **RD_OPTIONS,
+        "pairwise": Choice(PAIRWISE),
+        "sub_sample": FLAG,
+        "scaled": FLAG,
+        "pool_input": FLAG,
+    },
     paper="Non-local Neural Networks",
     authors="Wang, Girshick, Gupta, He",
     year=2018,
@@ -130,30 +140,46 @@ class _NonLocalNd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, f"NonLocal{self.dims}d", rank=self.dims + 2)
-        spatial = tuple(x.shape[2:])
+        if self.pool is not None:
+            check_min_size(
+                x,
+                2,
+                f"NonLocal{self.dims}d",
+                "sub_sample max-pools keys 2x2; sub_sample=False has no minimum",
+            )
         query = x if self.pairwise == "gaussian" else self.theta(x)  # (B, d, *S)
         key, value = self._keys_values(x)  # (B, d, *S'), (B, C/2, *S')
         q = positions_first(query)  # (B, 1, N, d)
         k = positions_first(key)  # (B, 1, N', d)
         v = positions_first(value)  # (B, 1, N', C/2)
-        num_keys = k.shape[2]
         if self.pairwise in ("embedded_gaussian", "gaussian"):
             scale = self.inner**-0.5 if self.scaled and self.pairwise != "gaussian" else 1.0
             y = attention_fp32(q, k, v, scale=scale)  # (B, 1, N, C/2)
-        elif self.pairwise == "dot_product":
-            # θ (φᵀ g / N'): never forms the N×N' matrix; g is divided before the sum over the
-            # N' keys so that φᵀg is a mean (a sum of N' products overflows fp16 under autocast)
-            y = q @ (k.transpose(-1, -2) @ (v / num_keys))  # (B, 1, N, C/2)
-        else:
-            w_theta, w_phi = self.concat_project.split(self.inner)
-            logits = (q @ w_theta).unsqueeze(-1) + (k @ w_phi).unsqueeze(-2)  # (B, 1, N, N')
-            y = torch.relu(logits) / num_keys @ v  # (B, 1, N, C/2)
-        y = positions_last(y, spatial)  # (B, C/2, *S), strided positions-major (channels-last)
+            return x + self._project(y, x)
+        if self.pairwise == "dot_product":
+            # θ (φᵀ g / N') is cubic in the activations: at ~30x unit scale it overflows fp16,
+            # so under autocast the product, W_z and its BN run in float32
+            return x + run_fp32(
+                lambda *t: self._project(self._dot_product(*t), x), q, k, v, dtype=x.dtype
+            )
+        w_theta, w_phi = self.concat_project.split(self.inner)
+        logits = (q @ w_theta).unsqueeze(-1) + (k @ w_phi).unsqueeze(-2)  # (B, 1, N, N')
+        y = torch.relu(logits) / k.shape[2] @ v  # (B, 1, N, C/2)
+        return x + self._project(y, x)
+
+    @staticmethod
+    def _dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """θ (φᵀ g / N') right to left, never forming the N×N' matrix: (B, 1, N, C/2)."""
+        return q @ (k.transpose(-1, -2) @ (v / k.shape[2]))  # (B, 1, N, C/2)
+
+    def _project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """BN(W_z · y) on x's grid: (B, 1, N, C/2) -> (B, C, *S)."""
+        y = positions_last(y, tuple(x.shape[2:]))  # (B, C/2, *S), strided positions-major
         if x.is_contiguous():
             # lay y out like x: with channels-last strides in an NCHW network the W_z conv and
             # its BN (forward and backward) run several times slower on CPU
             y = y.contiguous()  # (B, C/2, *S)
-        return x + self.out_norm(self.out_conv(y))
+        return self.out_norm(self.out_conv(y))
 
 
 @register("nonlocal", kind="gate", **_INFO)  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import DROPOUT, FLAG, Integer, Real
 from attnzoo.layers import ConvNormAct, attention_fp32, check_input, softmax_fp32
 from attnzoo.registry import Divergence, register
 
@@ -60,6 +61,15 @@ def _projection(in_channels: int, out_channels: int, layers: int) -> nn.Sequenti
 
 @register(
     "ocr_head",
+    options={
+        "num_classes": Integer(1),
+        "mid_channels": Integer(1),
+        "key_channels": Integer(1),
+        "scaled": FLAG,
+        "proj_layers": Integer(1),
+        "dropout": DROPOUT,
+        "aux_loss_weight": Real(0.0, closed_low=True),
+    },
     paper="Object-Contextual Representations for Semantic Segmentation",
     authors="Yuan, Chen, Wang",
     year=2020,
@@ -124,8 +134,9 @@ class OCRHead(nn.Module):
         """Object region representations f_k = Σ_i softmax_i(L_k) x_i -> (B, C, K, 1)."""
         b, c = feats.shape[:2]
         k = region_logits.shape[1]
-        regions = softmax_fp32(region_logits.reshape(b, k, -1), dim=-1)  # (B, K, N)
-        objects = regions @ feats.reshape(b, c, -1).transpose(1, 2)  # (B, K, C)
+        n = region_logits.shape[2] * region_logits.shape[3]
+        regions = softmax_fp32(region_logits.reshape(b, k, n), dim=-1)  # (B, K, N)
+        objects = regions @ feats.reshape(b, c, n).transpose(1, 2)  # (B, K, C)
         return objects.transpose(1, 2).unsqueeze(-1)  # (B, C, K, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

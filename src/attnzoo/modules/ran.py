@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import FLAG, Integer
 from attnzoo.layers import RecordsMaps, check_input
 from attnzoo.registry import register
 
@@ -75,6 +76,13 @@ def _upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @register(
     "ran",
+    options={
+        "depth": Integer(1),
+        "pre_units": Integer(0),
+        "trunk_units": Integer(1),
+        "mask_units": Integer(1),
+        "attention_residual": FLAG,
+    },
     paper="Residual Attention Network for Image Classification",
     authors="Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang",
     year=2017,

@@ -37,9 +37,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, check_spatial_size
+from attnzoo.domains import Integer, IntTuple
+from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, check_spatial_size, run_fp32
 from attnzoo.registry import register
 
+_RGA_OPTIONS = {
+    "spatial_size": IntTuple(1, length=2, scalar=True, optional=True),
+    "cha_ratio": Integer(1),
+    "spa_ratio": Integer(1),
+    "down_ratio": Integer(1),
+}
 _RGA_INFO = dict(
     paper="Relation-Aware Global Attention for Person Re-identification",
     authors="Zhang, Lan, Zeng, Jin, Chen",
@@ -106,6 +113,11 @@ class _RelationBranch(nn.Module):
         unary = self.unary(nodes).mean(dim=1, keepdim=True)  # (B, 1, n, 1)
         return self.attention(torch.cat((unary, rel), dim=1))  # (B, 1, n, 1)
 
+    def gate(self, nodes: torch.Tensor) -> torch.Tensor:
+        """sigmoid of :meth:`forward`. θᵀφ sums products of unnormalised features (NaN under
+        fp16 autocast from ~200x unit scale), so the callers run it through ``run_fp32``."""
+        return torch.sigmoid(self(nodes))
+
 
 class _RGA(nn.Module, RecordsMaps):
     """RGA with the spatial and/or channel branch (the public classes fix which)."""
@@ -151,12 +163,12 @@ class _RGA(nn.Module, RecordsMaps):
         b, c, h, w = x.shape
         if self.use_spatial:
             nodes = x.reshape(b, c, h * w, 1)  # (B, C, N, 1): one node per position
-            gate = torch.sigmoid(self.spatial(nodes)).reshape(b, 1, h, w)  # (B, 1, H, W)
+            gate = run_fp32(self.spatial.gate, nodes).reshape(b, 1, h, w)  # (B, 1, H, W)
             self._record("spatial", gate)
             x = x * gate
         if self.use_channel:
             nodes = x.reshape(b, c, h * w).transpose(1, 2).unsqueeze(-1)  # (B, N, C, 1)
-            gate = torch.sigmoid(self.channel(nodes)).reshape(b, c, 1, 1)  # (B, C, 1, 1)
+            gate = run_fp32(self.channel.gate, nodes).reshape(b, c, 1, 1)  # (B, C, 1, 1)
             self._record("channel", gate)
             x = x * gate
         return x
@@ -164,6 +176,7 @@ class _RGA(nn.Module, RecordsMaps):
 
 @register(
     "rga_s",
+    options=_RGA_OPTIONS,
     category="spatial",
     maps=("spatial",),
     memory="O(B·N²): the N×N position relation matrix, by definition (N fixed at construction)",
@@ -178,6 +191,7 @@ class RGASpatial(_RGA):
 
 @register(
     "rga_c",
+    options=_RGA_OPTIONS,
     category="channel",
     maps=("channel",),
     memory="O(B·C²): the C×C channel relation matrix, by definition",
@@ -192,6 +206,7 @@ class RGAChannel(_RGA):
 
 @register(
     "rga_sc",
+    options=_RGA_OPTIONS,
     category="hybrid",
     maps=("spatial", "channel"),
     memory="O(B·(N² + C²)): the N×N and C×C relation matrices, by definition",

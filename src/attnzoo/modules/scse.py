@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import RD_OPTIONS, Choice
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
@@ -30,6 +31,7 @@ COMBINES = ("sum", "max")
 
 @register(
     "scse",
+    options={**RD_OPTIONS, "combine": Choice(COMBINES)},
     paper="Concurrent Spatial and Channel 'Squeeze & Excitation' in Fully Convolutional Networks",
     authors="Roy, Navab, Wachinger",
     year=2018,

@@ -17,12 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import Divergence, register
 
 
 @register(
     "se",
+    options={**RD_OPTIONS, "rd_divisor": RD_DIVISOR, "bias": FLAG},
     paper="Squeeze-and-Excitation Networks",
     authors="Hu, Shen, Sun",
     year=2018,

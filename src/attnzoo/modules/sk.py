@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnzoo.domains import FLAG, RD_OPTIONS, Integer
 from attnzoo.layers import ConvNormAct, RecordsMaps, check_input, reduced_channels, softmax_fp32
 from attnzoo.registry import register
 
@@ -36,6 +37,15 @@ def _example_output_shape(x: torch.Tensor) -> tuple[int, ...]:
 
 @register(
     "sk",
+    options={
+        **RD_OPTIONS,
+        "out_channels": Integer(1, optional=True),
+        "stride": Integer(1),
+        "min_rd_channels": Integer(1),
+        "groups": Integer(1),
+        "num_branches": Integer(1),
+        "split_input": FLAG,
+    },
     paper="Selective Kernel Networks",
     authors="Li, Wang, Hu, Yang",
     year=2019,

@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnzoo.domains import RD_DIVISOR, RD_OPTIONS, IntTuple
 from attnzoo.layers import RecordsMaps, check_input, reduced_channels
 from attnzoo.registry import register
 
 
 @register(
     "spa",
+    options={**RD_OPTIONS, "rd_divisor": RD_DIVISOR, "pool_sizes": IntTuple(1)},
     paper="SPANet: Spatial Pyramid Attention Network for Enhanced Image Recognition",
     authors="Guo, Ma, Sansom, McGuire, Kalaani, Chen, Tang, Yang, Fu",
     year=2020,
@@ -75,7 +77,11 @@ class SpatialPyramidAttention(nn.Module, RecordsMaps):
         batch = x.shape[0]
         # each level (B, C, s, s) -> (B, C·s·s), channel-major as in the official code
         pyramid = torch.cat(
-            [F.adaptive_avg_pool2d(x, s).reshape(batch, -1) for s in self.pool_sizes], dim=1
+            [
+                F.adaptive_avg_pool2d(x, s).reshape(batch, self.channels * s * s)
+                for s in self.pool_sizes
+            ],
+            dim=1,
         )  # (B, 21·C)
         gate = torch.sigmoid(self.fc2(self.act(self.fc1(pyramid))))  # (B, C)
         gate = gate.reshape(batch, self.channels, 1, 1)  # (B, C, 1, 1)

@@ -20,3 +20,7 @@ __all__ = [
     "save_checkpoint",
     "train",
 ]
+
+# Importing the submodule attnzoo.train.evaluate rebinds the name `evaluate` on this package to
+# that module; the public name is the function.
+from attnzoo.train.steps import evaluate  # noqa: F811

@@ -9,13 +9,16 @@ A checkpoint is a folder ``RUN/checkpoints/step_00000123/`` holding
 
 The folder is written under a temporary name and renamed into place, then ``latest.json`` is
 replaced atomically to point at it: a run killed at any moment leaves the previous checkpoint
-intact and never a half-written one behind the pointer.
+intact and never a half-written one behind the pointer. Temporary folders of killed writes are
+removed by the next write. A pointer that is damaged or names a missing or incomplete folder
+falls back, with a warning, to the newest intact checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnzoo.errors import RunFolderError, warn
+
 LATEST = "latest.json"
+STEP_GLOB = "step_[0-9]*"
 
 
 def _fsync_file(path: Path) -> None:
@@ -61,6 +67,27 @@ def unwrap(model: nn.Module) -> nn.Module:
             return inner
 
 
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The RNG states (torch, CUDA, Python) as tensors and numbers, for ``state.pt``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    py_version, py_state, py_gauss = random.getstate()
+    state["python"] = torch.tensor(py_state, dtype=torch.int64)
+    state["python_version"] = py_version
+    state["python_gauss"] = py_gauss
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    random.setstate(
+        (state["python_version"], tuple(state["python"].tolist()), state["python_gauss"])
+    )
+
+
 def save_checkpoint(
     directory: str | Path,
     step: int,
@@ -76,9 +103,9 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = directory / name
+    for stale in directory.glob(".step_*.tmp"):  # left by killed writes
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".{name}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(model_state(model), str(tmp / "model.safetensors"), metadata={"step": str(step)})
     torch.save(state, tmp / "state.pt")
@@ -90,21 +117,79 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_json_atomic(directory / LATEST, {"checkpoint": name, "step": step})
-    steps = sorted(p for p in directory.glob("step_*") if p.is_dir())
+    steps = step_folders(directory)
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def step_folders(directory: Path) -> list[Path]:
+    """The ``step_*`` folders under ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(STEP_GLOB) if p.is_dir())
+
+
+def _missing_part(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete checkpoint, or None when it is."""
+    if not folder.is_dir():
+        return "it does not exist"
+    for file in ("model.safetensors", "meta.json"):
+        if not (folder / file).is_file():
+            return f"it has no {file}"
+    try:
+        json.loads((folder / "meta.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "its meta.json is not valid JSON"
+    return None
+
+
+def _pointed(directory: Path) -> str | None:
+    """The folder name ``latest.json`` names, or None (with a warning when it is damaged)."""
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+        if isinstance(name, str) and Path(name).name == name and name.startswith("step_"):
+            return name
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        pass
+    warn(f"{pointer} is damaged; using the newest intact checkpoint instead")
+    return None
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint ``latest.json`` of ``directory`` names, or, when that one is missing or
+    incomplete, the newest intact ``step_*`` folder (with a warning); None when there is none."""
+    directory = Path(directory)
+    name = _pointed(directory)
+    if name is not None and _missing_part(directory / name) is None:
+        return directory / name
+    intact = [p for p in reversed(step_folders(directory)) if _missing_part(p) is None]
+    if name is not None:
+        why = _missing_part(directory / name)
+        fallback = f"falling back to {intact[0].name}" if intact else "no intact one is left"
+        warn(f"{directory / LATEST} names {name}, but {why}; {fallback}")
+    elif intact and not (directory / LATEST).is_file():
+        warn(f"{directory} has no {LATEST}; using the newest intact checkpoint {intact[0].name}")
+    return intact[0] if intact else None
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """Resolve a run folder, its ``checkpoints`` folder or a ``step_*`` folder to a checkpoint."""
     path = Path(path)
     for directory in (path / "checkpoints", path):
-        pointer = directory / LATEST
-        if pointer.is_file():
-            name = json.loads(pointer.read_text())["checkpoint"]
-            return directory / name
-    if (path / "meta.json").is_file():
+        if (directory / LATEST).is_file() or step_folders(directory):
+            found = latest_checkpoint(directory)
+            if found is None:
+                why = "; ".join(f"{p.name}: {_missing_part(p)}" for p in step_folders(directory))
+                raise RunFolderError(
+                    f"{directory}: no complete checkpoint ({why or 'no step_* folder'}); "
+                    "resume the run with `attnzoo train --resume --out RUN` or train again"
+                )
+            return found
+    if (path / "meta.json").is_file() or (path.is_dir() and path.match(STEP_GLOB)):
         return path
     raise FileNotFoundError(
         f"no checkpoint at {path}: expected a run folder (with checkpoints/{LATEST}), its "
@@ -127,21 +212,27 @@ def load_checkpoint(
     )
     for file, what in ((weights_file, "safetensors weights"), (meta_file, "JSON metadata")):
         if not file.is_file():
-            raise FileNotFoundError(f"checkpoint {folder}: missing {file.name} ({what})")
+            raise RunFolderError(f"checkpoint {folder}: missing {file.name} ({what})")
     try:
         meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{meta_file}: not valid JSON metadata ({error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(
+            f"{meta_file}: damaged or hand-edited (not valid JSON metadata: {error})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise RunFolderError(f"{meta_file}: expected a JSON object of checkpoint metadata")
     try:
         weights = load_file(str(weights_file), device=str(map_location))
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{weights_file}: not a valid safetensors file ({error})") from None
+        raise RunFolderError(f"{weights_file}: not a valid safetensors file ({error})") from None
     state = None
     if state_file.is_file():
         try:
             state = torch.load(state_file, map_location=map_location, weights_only=True)
         except Exception as error:
-            raise ValueError(
-                f"{state_file}: not a tensor-only training state ({type(error).__name__}: {error})"
+            # torch's message runs to many lines; its first says what failed.
+            first = (str(error).splitlines() or [""])[0]
+            raise RunFolderError(
+                f"{state_file}: not a tensor-only training state ({type(error).__name__}: {first})"
             ) from None
     return weights, meta, state

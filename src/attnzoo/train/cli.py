@@ -136,6 +136,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in --out")
+    add_trust_argument(run)
+
+
+def add_trust_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--trust-run-folder",
+        action="store_true",
+        help="allow a run folder whose config names a model builder (package.module:function) "
+        "to import and run that code; off by default: only registered model names load",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -145,19 +155,21 @@ def run_train(args: argparse.Namespace) -> int:
     given = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("out", "resume", "command", "tensorboard") and not k.startswith("_")
+        if k not in ("out", "resume", "command", "debug", "trust_run_folder", "tensorboard")
+        and not k.startswith("_")
     }
     for key in ("attention_options", "model_options", "data_options", "map_options"):
         if key in given:
             given[key] = dict(given[key])
     config = TrainConfig.from_dict(given)
+    trust = args.trust_run_folder
     if args.tensorboard:
         from attnzoo.train.tensorboard import TensorBoardLog
 
         with TensorBoardLog(args.out) as board:
-            final = train(config, args.out, args.resume, set(given), board.add_record)
+            final = train(config, args.out, args.resume, set(given), board.add_record, trust)
     else:
-        final = train(config, args.out, resume=args.resume, explicit=set(given))
+        final = train(config, args.out, resume=args.resume, explicit=set(given), trust_code=trust)
     if final:
         print(json.dumps({"out": str(args.out), **final}))
     return 0
@@ -196,6 +208,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="also write the results to this JSON file")
+    add_trust_argument(parser)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -230,6 +243,7 @@ def run_eval(args: argparse.Namespace) -> int:
         noise_sigmas=args.noise_sigmas,
         noise_seed=args.noise_seed,
         device=args.device,
+        trust_code=args.trust_run_folder,
     )
     if args.noise_report:
         if not args.noise_sigmas:

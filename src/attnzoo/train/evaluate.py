@@ -9,16 +9,11 @@ import torch
 from torch import nn
 
 from attnzoo.data import DeviceLoader
-from attnzoo.train.checkpoint import find_checkpoint, load_checkpoint
-from attnzoo.train.config import TrainConfig
-from attnzoo.train.engine import (
-    build_model,
-    evaluate,
-    has_spatial_maps,
-    load_split,
-    match_channels,
-    pick_device,
-)
+from attnzoo.errors import DataError, UsageError
+from attnzoo.train.checkpoint import find_checkpoint
+from attnzoo.train.runfolder import load_run, load_weights
+from attnzoo.train.setup import build_model, load_split, match_channels, pick_device
+from attnzoo.train.steps import evaluate, has_spatial_maps
 
 
 class _Normalised(nn.Module):
@@ -46,11 +41,17 @@ def evaluate_checkpoint(
     noise_sigmas: list[float] | None = None,
     noise_seed: int = 0,
     device: str = "auto",
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Metrics of the checkpoint's model on a split (by default the test split it was
-    validated on). Normalisation statistics are the training run's."""
-    weights, meta, _ = load_checkpoint(checkpoint)
-    config = TrainConfig.from_dict(meta["config"])
+    validated on). Normalisation statistics are the training run's. A checkpoint whose config
+    names a model builder to import (``package.module:function``) needs ``trust_code=True``."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    target = pick_device(device)
+    weights, meta, _, config = load_run(checkpoint, trust_code=trust_code)
     if data is not None and data != config.data:
         config.data, config.data_options, config.data_root = data, {}, None
     if data_root is not None:
@@ -58,16 +59,15 @@ def evaluate_checkpoint(
     if data_options:
         config.data_options = {**config.data_options, **data_options}
     config.limit_train = config.limit_val = limit
-    target = pick_device(device)
     split_data = load_split(config, split)
     expected = meta["num_mask_classes"] if config.task == "segment" else meta["num_classes"]
     got = split_data.num_mask_classes if config.task == "segment" else split_data.num_classes
     if got != expected:
-        raise ValueError(
+        raise DataError(
             f"the model was trained for {expected} classes, dataset {config.data!r} has {got}"
         )
     model = build_model(config, split_data)
-    model.load_state_dict(weights)
+    load_weights(model, weights, find_checkpoint(checkpoint))
     model.to(target).eval()
     split_data = match_channels(split_data, model, config)
     split_data.mean, split_data.std = tuple(meta["mean"]), tuple(meta["std"])

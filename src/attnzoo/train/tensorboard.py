@@ -10,7 +10,6 @@ run restarted at (``purge_step``), so a step logged before a kill is never shown
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,29 +35,21 @@ def _tag(key: str) -> str:
     return key
 
 
-def _last_logged_step(run_dir: Path) -> int | None:
-    """The global step of the last checkpoint, where a resumed run restarts (None: fresh)."""
-    latest = run_dir / "checkpoints" / "latest.json"
-    if not latest.is_file():
-        return None
-    return int(json.loads(latest.read_text())["step"])
-
-
 class TensorBoardLog:
     """Use as ``with TensorBoardLog(run_dir) as log: train(..., on_record=log.add_record)``."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self._writer_class = require_summary_writer()
         self.run_dir = Path(run_dir)
-        restart = _last_logged_step(self.run_dir)
-        self._purge_step = None if restart is None else restart + 1
         # Made at the first record: under torchrun only rank 0 gets records and writes a file.
         self.writer: Any = None
 
     def add_record(self, record: dict[str, Any]) -> None:
-        if self.writer is None:
-            self.writer = self._writer_class(log_dir=str(self.run_dir), purge_step=self._purge_step)
         step = int(record["step"])
+        if self.writer is None:
+            # Records are written at epoch ends after the checkpoint that a resume restarts
+            # from, so every older event at or after this step belongs to a killed attempt.
+            self.writer = self._writer_class(log_dir=str(self.run_dir), purge_step=step)
         for key, value in record.items():
             if key not in ("epoch", "step") and isinstance(value, int | float):
                 self.writer.add_scalar(_tag(key), float(value), step)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +50,24 @@ def _read_torch(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Weights only load failed" in text:
+        # The weights-only unpickler wraps every failure in this error; only an "Unsupported
+        # global" means the file really holds Python objects. Anything else is a damaged file.
+        if "Weights only load failed" in text and "Unsupported global" in text:
             reason = text.strip().splitlines()[0]
             raise ValueError(
                 f"{path}: refused: the file holds pickled Python objects, not only tensors, and "
                 f"attnzoo never unpickles arbitrary code ({reason}). Re-save its state_dict "
                 "with torch.save, or convert it where you trust it"
             ) from None
-        raise ValueError(f"{path}: cannot read it as a PyTorch checkpoint: {text}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise ValueError(
-            f"{path}: cannot read it as a PyTorch checkpoint (truncated or corrupt?): {error}"
+            f"{path}: cannot read it as a PyTorch checkpoint (not one, truncated or corrupt?)"
+        ) from None
+    except Exception as error:
+        # Parsing an untrusted file can fail in any way (IndexError, KeyError, struct.error...
+        # from a text or random-bytes file): each is a damaged file, named, not a traceback.
+        raise ValueError(
+            f"{path}: cannot read it as a PyTorch checkpoint (not one, truncated or corrupt?): "
+            f"{type(error).__name__}: {error}"
         ) from None
 
 

@@ -1,0 +1,25 @@
+"""``models.create`` rejects impossible arguments with a ValueError a user can act on."""
+
+import pytest
+import torch
+
+from attnzoo import models
+
+
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5, True, "10"])
+def test_num_classes_must_be_a_positive_integer(num_classes):
+    with pytest.raises(ValueError, match=rf"num_classes={num_classes!r} is not allowed; expected"):
+        models.create("resnet20", num_classes=num_classes)
+
+
+@pytest.mark.parametrize(
+    ("attention", "options"),
+    [("rga_s", {}), ("ge", {"variant": "theta", "extent": "global"})],
+)
+def test_size_bound_attention_names_the_attention_options_argument(attention, options):
+    with pytest.raises(ValueError, match=r'attention_options=\{"input_size": \(H, W\)\}'):
+        models.create("resnet20", attention=attention, attention_options=options)
+    model = models.create(
+        "resnet20", attention=attention, attention_options={**options, "input_size": (32, 32)}
+    ).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
