@@ -100,17 +100,16 @@ def _gattanet_maps(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _load(run_dir: Path) -> tuple[nn.Module, Any, Any]:
-    """(model in eval mode, the whole test split, the run's config) of a finished run."""
-    from attnzoo.train.checkpoint import load_checkpoint
-    from attnzoo.train.config import TrainConfig
+    """(model in eval mode, the whole test split, the run's config) of a finished run. The
+    bench wrote the folder itself with the model its user named: its code is trusted."""
     from attnzoo.train.engine import build_model, load_split, match_channels
+    from attnzoo.train.runfolder import load_run, load_weights
 
-    weights, meta, _ = load_checkpoint(run_dir)
-    config = TrainConfig.from_dict(meta["config"])
+    weights, meta, _, config = load_run(run_dir, trust_code=True)
     config.limit_val = None
     data = load_split(config, "test")
     model = build_model(config, data)
-    model.load_state_dict(weights)
+    load_weights(model, weights, run_dir)
     model.eval()
     data = match_channels(data, model, config)
     # Normalised with the training split's statistics, as during training.
