@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from attnzoo.bench.claims import (
+    GALA_SOURCE,
     Claim,
     claims_from_rows,
     claims_markdown,
@@ -89,6 +90,15 @@ def test_default_claims_cover_the_seed_papers_and_each_survey_module():
     assert all(c.source for c in claims)
     # Without gala, no GALA claim; without the baseline, nothing against it.
     assert default_claims(["gala+maps", "se"], PAPERS) == []
+
+
+def test_another_module_with_maps_is_tested_as_galas_claim_against_itself_without_maps():
+    # CBAM's paper claims nothing about map supervision: cbam+maps tests GALA's claim carried
+    # over, against cbam trained without maps, and cites GALA, not CBAM.
+    claims = default_claims(["baseline", "cbam", "cbam+maps", "gala"], PAPERS)
+    supervised = [c for c in claims if c.entry == "cbam+maps"]
+    assert [(c.reference, c.metric) for c in supervised] == [("cbam", "accuracy")]
+    assert supervised[0].source == GALA_SOURCE != PAPERS["cbam"]
 
 
 def test_claims_values_holm_and_verdicts():

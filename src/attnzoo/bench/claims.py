@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from attnzoo.bench.entries import MAPS_SUFFIX
+
 __all__ = [
     "ALPHA",
     "Claim",
@@ -93,8 +95,13 @@ def default_claims(entries: Sequence[str], papers: dict[str, str]) -> list[Claim
         module = name.split("+")[0]
         if name in ("baseline", "gattanet") or module == "gala" or module not in papers:
             continue
-        what = f"{module} beats the backbone" + (" (map-supervised)" if "+" in name else "")
-        add(name, "baseline", "accuracy", papers[module], what)
+        if name.endswith(MAPS_SUFFIX):
+            # Supervising another module's map is GALA's claim carried over, not a claim of
+            # that module's paper: tested against the same module trained without maps.
+            statement = f"map supervision improves {module} (GALA's supervision, carried over)"
+            add(name, module, "accuracy", GALA_SOURCE, statement)
+            continue
+        add(name, "baseline", "accuracy", papers[module], f"{module} beats the backbone")
     return claims
 
 
