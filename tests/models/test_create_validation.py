@@ -23,3 +23,15 @@ def test_size_bound_attention_names_the_attention_options_argument(attention, op
         "resnet20", attention=attention, attention_options={**options, "input_size": (32, 32)}
     ).eval()
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_placement_may_come_in_attention_options_but_not_twice():
+    # attnzoo train --attention-opt placement=block_end reaches create() this way.
+    a = models.create("resnet20", attention="se", attention_options={"placement": "block_input"})
+    b = models.create("resnet20", attention="se", placement="block_input")
+    assert [n for n, _ in a.named_modules()] == [n for n, _ in b.named_modules()]
+    with pytest.raises(ValueError, match="placement given twice"):
+        models.create(
+            "resnet20", attention="se", placement="block_end",
+            attention_options={"placement": "block_input"},
+        )  # fmt: skip

@@ -41,6 +41,13 @@ def test_cifar_resnet_parameter_counts(name, n, paper):
     assert abs(count - paper) / paper < 0.02  # the paper rounds to 2 digits (Table 6)
 
 
+def test_resnet8_is_the_n1_member_of_the_family():
+    # Not in the paper's Table 6 (n = 1 is below its range); the same 6n+2 construction.
+    model = models.create("resnet8", num_classes=10)
+    assert n_params(model) == cifar_basic_count(1) == 75290
+    assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3)] == [1, 1, 1]
+
+
 def test_preact_resnet164_parameter_count():
     count = n_params(models.create("preact_resnet164", num_classes=10))
     assert abs(count - 1.7e6) / 1.7e6 < 0.01  # "1.7M" (He et al. 2016b, Table 2)

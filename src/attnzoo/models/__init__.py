@@ -102,6 +102,10 @@ def create(
     if attention is None:
         return model
     attention_options = dict(attention_options or {})
+    if "placement" in attention_options:  # e.g. --attention-opt placement=block_end
+        if placement is not None:
+            raise ValueError("placement given twice: as an argument and in attention_options")
+        placement = attention_options.pop("placement")
     if attention == "gattanet":
         from attnzoo.gattanet import wrap
 

@@ -166,6 +166,13 @@ def _cifar(depth: int, num_classes: int, options: dict[str, Any]) -> CifarResNet
     return CifarResNet(depth, bottleneck=False, num_classes=num_classes, **options)
 
 
+@register_model("resnet8")
+def resnet8(num_classes: int = 10, **options: Any) -> CifarResNet:
+    """CIFAR ResNet-8 (1 basic block per stage; depth 6n+2 with n = 1), 0.08M parameters: the
+    quick leaderboard's backbone (3x the speed of ResNet-20 on a CPU core)."""
+    return _cifar(8, num_classes, options)
+
+
 @register_model("resnet20")
 def resnet20(num_classes: int = 10, **options: Any) -> CifarResNet:
     """CIFAR ResNet-20 (3 basic blocks per stage), 0.27M parameters."""
