@@ -21,6 +21,7 @@ from attnzoo.bench.claims import claims_from_rows
 from attnzoo.bench.entries import (
     DEFAULT_ATTENTIONS,
     DEFAULT_EPOCHS,
+    DEFAULT_MODEL,
     DEFAULT_SEEDS,
     SYNTHETIC_DEFAULTS,
     SYNTHETIC_IMAGE_SIZE,
@@ -42,7 +43,9 @@ __all__ = ["add_bench_arguments", "run_bench", "settings_from_args"]
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     from attnzoo.train.config import OPTIMIZERS
 
-    parser.add_argument("--model", default="resnet20", help="backbone (default resnet20)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"backbone (default {DEFAULT_MODEL})"
+    )
     parser.add_argument(
         "--data", default="synthetic", help="synthetic (default), fashion-mnist, cifar10, ..."
     )
@@ -68,7 +71,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     recipe.add_argument(
         "--num-images",
-        help=f"synthetic training images ({SYNTHETIC_DEFAULTS['num_images']}); a comma list "
+        help=f"training images (synthetic: {SYNTHETIC_DEFAULTS['num_images']}; other data: the "
+        "first N of its training split, default all); a comma list "
         "(250,500,1000) runs one board per size under OUT/nSIZE and plots against size",
     )
     recipe.add_argument(
@@ -151,6 +155,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
             data_options[key.strip().replace("-", "_")] = raw
     synthetic_flags = {k: getattr(args, k) for k in SYNTHETIC_DEFAULTS}
     image_size = args.image_size
+    limit_train = None
+    if args.data != "synthetic" and args.num_images is not None:
+        # Any other dataset: train on its first N training images (a fixed subset).
+        limit_train = int(args.num_images)
+        synthetic_flags["num_images"] = None
     if args.data == "synthetic":
         for key, default in SYNTHETIC_DEFAULTS.items():
             value = synthetic_flags[key]
@@ -179,6 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         device=args.device,
         max_steps=args.max_steps,
         save_every=args.save_every,
+        limit_train=limit_train,
     )
 
 
@@ -203,6 +213,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
     try:
         entries, skipped = resolve_entries(args.attentions, settings, log)
+        if settings.limit_train is not None:
+            from attnzoo.train.engine import load_split
+
+            # More images asked for than the split holds fails now, not in every run.
+            load_split(settings.config(entries[0], settings.seeds[0]), "train")
         board = run_leaderboard(settings, entries, args.out, skipped, log, execution)
     finally:
         torch.set_num_threads(previous_threads)
@@ -260,8 +275,6 @@ def run_size_list(args: argparse.Namespace, sizes: list[int]) -> int:
     """One board per training-set size under ``OUT/nSIZE``, then the curves over sizes. Every
     size trains for the steps of ``--epochs`` on the default board's size
     (:func:`attnzoo.bench.sizes.epochs_for_size`), so a small set is not also under-trained."""
-    if args.data != "synthetic":
-        raise ValueError("--num-images applies to --data synthetic only")
     if not args.no_plots:
         require_pyplot()
     status, boards = 0, {}

@@ -21,6 +21,7 @@ from attnzoo.train.config import TrainConfig
 __all__ = [
     "DEFAULT_ATTENTIONS",
     "DEFAULT_EPOCHS",
+    "DEFAULT_MODEL",
     "DEFAULT_SEEDS",
     "EPOCH_VAL_IMAGES",
     "MAPS_SUFFIX",
@@ -29,7 +30,9 @@ __all__ = [
     "BenchSettings",
     "Entry",
     "parse_seeds",
+    "parse_variant",
     "resolve_entries",
+    "split_names",
 ]
 
 # The default board on the embedded data (docs/leaderboard.md, "The default run"): a regime
@@ -45,8 +48,9 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 DEFAULT_ATTENTIONS = "se,eca,cbam,gc,scse,gala,gala+maps,cbam+maps,gattanet"
-DEFAULT_EPOCHS = 10
-DEFAULT_SEEDS = 5
+DEFAULT_EPOCHS = 8
+DEFAULT_SEEDS = 10
+DEFAULT_MODEL = "resnet8"
 # Training validates on this many test images per epoch (a learning curve); the board's
 # numbers come from the final evaluation on the whole test split (:mod:`.alignment`).
 EPOCH_VAL_IMAGES = 250
@@ -68,7 +72,7 @@ class Entry:
 class BenchSettings:
     """What every run shares; :meth:`config` makes the run's :class:`TrainConfig`."""
 
-    model: str = "resnet20"
+    model: str = DEFAULT_MODEL
     data: str = "synthetic"
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +88,7 @@ class BenchSettings:
     device: str = "auto"
     max_steps: int | None = None
     save_every: int = 0
+    limit_train: int | None = None  # other data than synthetic: its first N training images
 
     def config(self, entry: Entry, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -106,6 +111,7 @@ class BenchSettings:
             deterministic=True,
             device=self.device,
             max_steps=self.max_steps,
+            limit_train=self.limit_train,
             limit_val=EPOCH_VAL_IMAGES,
             save_every=self.save_every,
             progress="none",
@@ -142,10 +148,14 @@ def _probe_data(settings: BenchSettings) -> Any:
 
 def _check_buildable(entry: Entry, settings: BenchSettings, data: Any) -> None:
     """Build the model of ``entry`` and run one training forward pass at the data's size."""
-    from attnzoo.train.engine import build_model, has_spatial_maps
+    import dataclasses
+
+    from attnzoo.train.engine import build_model, has_spatial_maps, match_channels
 
     config = settings.config(entry, settings.seeds[0])
     model = build_model(config, data)
+    # As in training: greyscale data is repeated to RGB for a model built for 3 channels.
+    data = match_channels(dataclasses.replace(data), model, config)
     if entry.map_weight > 0:
         if data.maps is None:
             raise ValueError(f"dataset {settings.data!r} has no importance maps to supervise with")
@@ -164,8 +174,86 @@ def _check_buildable(entry: Entry, settings: BenchSettings, data: Any) -> None:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
+def split_names(text: str) -> list[str]:
+    """``--attentions`` split on the commas outside brackets and quotes:
+    ``'se,gala[stages=[2,3],squash="sigmoid"]'`` -> ``['se', 'gala[stages=[2,3],squash="sigmoid"]']``."""
+    names: list[str] = []
+    depth, quote, start = 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"--attentions: unbalanced {char!r} in {text!r}")
+        elif char == "," and depth == 0:
+            names.append(text[start:i].strip())
+            start = i + 1
+    if depth or quote:
+        raise ValueError(f"--attentions: unclosed bracket or quote in {text!r}")
+    names.append(text[start:].strip())
+    return [name for name in names if name]
+
+
+def parse_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[key=value,...]`` -> (NAME, options): an ablation variant of an entry. Values are
+    JSON (``stages=[2,3]``, ``gate_init="code"``) or else plain strings (``squash=sigmoid``).
+    A name without brackets has no options."""
+    import json
+
+    if not name.endswith("]"):
+        if "[" in name:
+            raise ValueError(f"entry {name!r}: expected NAME[key=value,...] ending in ']'")
+        return name, {}
+    base, bracket, inner = name.partition("[")
+    if not bracket or not base:
+        raise ValueError(f"entry {name!r}: expected NAME[key=value,...]")
+    options: dict[str, Any] = {}
+    for part in split_names(inner[:-1]):
+        key, equals, raw = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or not key:
+            raise ValueError(f"entry {name!r}: expected key=value, got {part!r}")
+        if key in options:
+            raise ValueError(f"entry {name!r}: option {key!r} given twice")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw.strip()
+    if not options:
+        raise ValueError(f"entry {name!r}: empty option list; drop the brackets")
+    return base.strip(), options
+
+
 def _entry_for(name: str, settings: BenchSettings, image_size: tuple[int, int]) -> Entry:
-    """The entry named ``name``; ValueError for unknown or inapplicable names."""
+    """The entry named ``name`` (optionally an ablation variant ``NAME[key=value,...]``: the
+    options go to the attention module, ``map_weight`` to a NAME+maps entry's loss);
+    ValueError for unknown or inapplicable names."""
+    base, options = parse_variant(name)
+    if not options:
+        return _plain_entry(name, settings, image_size)
+    if base == "baseline":
+        raise ValueError(f"entry {name!r}: the baseline has no attention to set options on")
+    entry = _plain_entry(base, settings, image_size)
+    map_weight = options.pop("map_weight", entry.map_weight)
+    if "map_weight" in parse_variant(name)[1]:
+        if not base.endswith(MAPS_SUFFIX):
+            raise ValueError(f"entry {name!r}: map_weight applies to NAME{MAPS_SUFFIX} only")
+        if isinstance(map_weight, bool) or not isinstance(map_weight, (int, float)):
+            map_weight = float("nan")
+        if not 0 < map_weight < float("inf"):
+            raise ValueError(f"entry {name!r}: map_weight must be a number > 0")
+    if not options:
+        return Entry(name, entry.attention, float(map_weight), entry.attention_options)
+    merged = {**dict(entry.attention_options), **options}
+    return Entry(name, entry.attention, float(map_weight), tuple(sorted(merged.items())))
+
+
+def _plain_entry(name: str, settings: BenchSettings, image_size: tuple[int, int]) -> Entry:
     from attnzoo.registry import list_modules, module_info
 
     if name == "baseline":
@@ -207,7 +295,7 @@ def resolve_entries(
 
     explicit = names.strip() != "all"
     if explicit:
-        requested = [n.strip() for n in names.split(",") if n.strip()]
+        requested = split_names(names)
         if not requested:
             raise ValueError("--attentions: expected 'all' or a comma list of names")
     else:

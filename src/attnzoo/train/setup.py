@@ -148,12 +148,12 @@ def _resize_data(data: TensorData, size: int) -> TensorData:
 
 def load_split(config: TrainConfig, split: str) -> TensorData:
     """One split of the configured dataset; an empty split is an error, not a 0.0 accuracy."""
-    from attnzoo.data import make_synthetic
+    from attnzoo.data.synthetic import generate_synthetic
 
     options = dict(config.data_options)
     if config.data == "synthetic":
         generator_options = {k: v for k, v in options.items() if k != "num_test"}
-        check_options(make_synthetic, generator_options, "--data-opt")
+        check_options(generate_synthetic, generator_options, "--data-opt")
         options.setdefault("seed", config.seed)
         if config.image_size is not None:
             options.setdefault("image_size", config.image_size)
@@ -164,6 +164,12 @@ def load_split(config: TrainConfig, split: str) -> TensorData:
         name=config.data, split=split, root=config.data_root, **options,
     )  # fmt: skip
     limit = config.limit_train if split == "train" else config.limit_val
+    if split == "train" and limit is not None and limit > len(data):
+        # Asking for more training images than there are would silently train on fewer.
+        raise DataError(
+            f"--limit-train {limit}: the train split of dataset {config.data!r} has only "
+            f"{len(data)} images"
+        )
     if limit is not None:
         data = data.subset(limit)
     if len(data) == 0:
