@@ -66,3 +66,17 @@ def test_glyphs_are_distinct_and_fixed():
     assert int((differences + 100 * torch.eye(10)).min()) >= 6
     mirrored = (glyphs[:, None] != glyphs.flip(-1)[None]).sum(dim=(2, 3))
     assert int((mirrored + 100 * torch.eye(10)).min()) >= 6
+
+
+def test_repeated_requests_share_one_generation_but_not_its_attributes():
+    from attnzoo.data.synthetic import generate_synthetic
+
+    first = make_synthetic(num_images=24, image_size=16, seed=3, split="test")
+    again = make_synthetic(24, 16, seed=3, split="test")  # positional arguments bind the same
+    fresh = generate_synthetic(num_images=24, image_size=16, seed=3, split="test")
+    assert again is not first and again.images is first.images  # shared tensors, one generation
+    assert torch.equal(fresh.images, again.images) and torch.equal(fresh.maps, again.maps)
+    first.mean = (0.0, 0.0, 0.0)  # a caller re-normalising its copy ...
+    assert make_synthetic(num_images=24, image_size=16, seed=3, split="test").mean == fresh.mean
+    other = make_synthetic(num_images=24, image_size=16, seed=4, split="test")
+    assert not torch.equal(other.images, fresh.images)

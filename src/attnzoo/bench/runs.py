@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,26 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+_COSTS: dict[str, tuple[int, int]] = {}
+
+
 def _model_cost(config: TrainConfig) -> tuple[int, int]:
-    """(parameters, MACs of one forward pass of one image) of the run's model."""
+    """(parameters, MACs of one forward pass of one image) of the run's model: counted once
+    per entry in a process (the seed does not change the architecture)."""
+    key = json.dumps(asdict(replace(config, seed=0)), sort_keys=True, default=str)
+    if key not in _COSTS:
+        _COSTS[key] = _count_cost(config)
+    return _COSTS[key]
+
+
+def _count_cost(config: TrainConfig) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from attnzoo.train.engine import build_model, load_split
+    from attnzoo.train.engine import build_model, load_split, match_channels
 
     data = load_split(replace(config, limit_val=1), "test")
     model = build_model(config, data).eval()
+    data = match_channels(data, model, config)  # greyscale data fed to an RGB model
     params = sum(p.numel() for p in model.parameters())
     image = torch.zeros(1, data.channels, *data.image_size)
     counter = FlopCounterMode(display=False)
