@@ -229,6 +229,6 @@ def test_default_entries_cover_the_gates_and_say_why_one_is_left_out(one_thread)
     # At 8 px the last stage is 2x2: RGA's spatial reduction cannot be built there, and the
     # leaderboard says so instead of dropping it silently.
     assert set(left_out) >= {"rga_c", "rga_s", "rga_sc"}
-    assert "cannot be built or run on resnet20: RGA" in left_out["rga_s"]
+    assert f"cannot be built or run on {settings.model}: RGA" in left_out["rga_s"]
     assert not set(left_out) & set(names)
     assert any(line.startswith("skipped nonlocal3d:") for line in lines)

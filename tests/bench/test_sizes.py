@@ -37,8 +37,8 @@ def test_a_size_list_gives_one_board_per_size(tmp_path, capsys):
         )
         assert config["data_options"]["num_images"] == size
         assert config["data_options"]["seed"] == 0  # the same data for every run seed
-        # The steps of 10 epochs of the default 1,000 images, at every size.
-        assert config["epochs"] == {16: 625, 24: 417}[size] == round(10 * 1000 / size)
+        # The steps of the default epochs (8) of the default 1,000 images, at every size.
+        assert config["epochs"] == {16: 500, 24: 333}[size] == round(8 * 1000 / size)
     summary = json.loads((tmp_path / "sizes.json").read_text())
     assert summary["sizes"] == [16, 24]
     points = {(p["entry"], p["num_images"]): p for p in summary["points"]}

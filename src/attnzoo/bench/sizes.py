@@ -155,8 +155,11 @@ def _plot(out: Path, points: list[dict[str, Any]]) -> Path:
             axis.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=entry, **style)
     axes[0].set_ylabel("test accuracy % (mean, 95% CI over seeds)")
     axes[1].set_ylabel("map ρ with the importance maps (mean, 95% CI)")
+    sizes = sorted({p["num_images"] for p in points})
     for axis in axes:
         axis.set_xscale("log")
+        axis.set_xticks(sizes, [str(size) for size in sizes])  # the sizes run, not 10^k
+        axis.minorticks_off()
         axis.set_xlabel("training images")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
