@@ -116,6 +116,9 @@ def test_num_images_takes_the_first_n_of_a_real_dataset(tmp_path, capsys):
     assert main([*common, "--num-images", "16", "--out", str(out)]) == 0
     saved = json.loads((out / "runs" / "se" / "seed0" / "config.json").read_text())
     assert saved["limit_train"] == 16 and saved["data"] == "fashion-mnist"
+    board = json.loads((out / "results.json").read_text())
+    assert board["meta"]["recipe"]["num_images"] == 16  # the subset is part of the recipe
+    assert "num_images=16" in (out / "results.md").read_text()
     # More than the split holds: an error before any training, not a silently smaller set.
     with pytest.raises(SystemExit) as exit_info:
         main([*common, "--num-images", "41", "--out", str(tmp_path / "too_many")])

@@ -227,6 +227,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "seeds": settings.seeds,
         "recipe": {
             "image_size": settings.image_size,
+            # Real data: the first N training images (synthetic data: num_images below).
+            **({"num_images": settings.limit_train} if settings.limit_train is not None else {}),
             **settings.data_options,
             "epochs": settings.epochs,
             "batch_size": settings.batch_size,
