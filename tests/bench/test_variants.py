@@ -129,3 +129,18 @@ def test_num_images_takes_the_first_n_of_a_real_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*common, "--num-test", "5", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
+
+
+def test_gattanet_runs_are_started_first_and_the_table_keeps_its_order(tmp_path, capsys):
+    # The slowest runs (two passes) go first so that no core idles behind one at the end.
+    from attnzoo.cli import main
+
+    tiny = ["--image-size", "8", "--num-images", "24", "--num-test", "8", "--batch-size", "8"]
+    args = ["bench", "--attentions", "se,gattanet", "--seeds", "1", "--jobs", "1", "--no-plots"]
+    assert main([*args, *tiny, "--max-steps", "1", "--out", str(tmp_path)]) == 0
+    done = [line for line in capsys.readouterr().err.splitlines() if " done, " in line]
+    assert [line.split("] ")[1].split(" seed")[0] for line in done] == [
+        "gattanet", "baseline", "se",
+    ]  # fmt: skip
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["entry"] for row in rows] == ["baseline", "se", "gattanet"]
