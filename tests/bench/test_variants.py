@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from _fashion_files import write_fashion
 from attnzoo.bench.entries import BenchSettings, parse_variant, resolve_entries, split_names
 from attnzoo.bench.runs import run_one
 from attnzoo.modules.gala import GALA
@@ -91,25 +92,13 @@ def test_a_variant_trains_in_its_own_run_folder(tmp_path):
     assert saved["attention"] == "gala" and saved["attention_options"] == {"squash": "sigmoid"}
 
 
-def _write_idx_pair(root, prefix, n):
-    """Fashion-MNIST's official IDX format (uint8): images (n, 28, 28) and labels (n,)."""
-    generator = torch.Generator().manual_seed(n)
-    images = torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8)
-    labels = torch.arange(n, dtype=torch.uint8) % 10
-    for stem, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
-        header = bytes([0, 0, 0x08, array.dim()]) + b"".join(
-            int(d).to_bytes(4, "big") for d in array.shape
-        )
-        (root / f"{prefix}-{stem}").write_bytes(header + array.numpy().tobytes())
-
-
 def test_num_images_takes_the_first_n_of_a_real_dataset(tmp_path, capsys):
     from attnzoo.cli import main
 
     root = tmp_path / "fmnist"
     root.mkdir()
-    _write_idx_pair(root, "train", 40)
-    _write_idx_pair(root, "t10k", 12)
+    write_fashion(root, n=40, gz=False)
+    write_fashion(root, n=12, gz=False, split="test")
     common = ["bench", "--data", "fashion-mnist", "--data-root", str(root), "--seeds", "1"]
     common += ["--attentions", "se", "--batch-size", "8", "--max-steps", "1", "--no-plots"]
     out = tmp_path / "board"

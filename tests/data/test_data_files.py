@@ -1,43 +1,19 @@
 """Loaders of real datasets on small files written here in the official formats, and the
 errors for missing, corrupt and tampered files."""
 
-import gzip
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from _fashion_files import idx_bytes, write_fashion
 from attnzoo.data import load_cifar, load_dataset, load_fashion_mnist, load_image_folder
-
-
-def _idx(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
-
-
-def _write_fashion(root, n=7, gz=True, split="train"):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    prefix = "train" if split == "train" else "t10k"
-    for stem, array in (
-        (f"{prefix}-images-idx3-ubyte", images),
-        (f"{prefix}-labels-idx1-ubyte", labels),
-    ):
-        if gz:
-            with gzip.open(root / (stem + ".gz"), "wb") as handle:
-                handle.write(_idx(array))
-        else:
-            (root / stem).write_bytes(_idx(array))
-    return images, labels
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_idx(tmp_path, gz):
-    images, labels = _write_fashion(tmp_path, gz=gz, split="test")
+    images, labels = write_fashion(tmp_path, gz=gz, split="test")
     data = load_fashion_mnist(tmp_path, split="test")
     assert data.images.shape == (7, 1, 28, 28)
     assert np.array_equal(data.images[:, 0].numpy(), images)
@@ -48,7 +24,7 @@ def test_fashion_mnist_idx(tmp_path, gz):
 def test_fashion_mnist_missing_and_corrupt(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte.*apt-get install"):
         load_fashion_mnist(tmp_path)
-    _write_fashion(tmp_path, gz=False)
+    write_fashion(tmp_path, gz=False)
     path = tmp_path / "train-images-idx3-ubyte"
     raw = path.read_bytes()
     path.write_bytes(raw[:-5])  # truncated
@@ -171,7 +147,7 @@ def test_synthetic_with_fashion_mnist_objects(tmp_path):
     images[:, 4:24, 6:22] = rng.integers(100, 256, (20, 20, 16), dtype=np.uint8)
     labels = np.arange(20, dtype=np.uint8) % 10
     for stem, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
-        (tmp_path / stem).write_bytes(_idx(array))
+        (tmp_path / stem).write_bytes(idx_bytes(array))
     data = load_dataset(
         "synthetic", root=tmp_path, source="fashion-mnist", num_images=12, image_size=32,
         object_size=16, clutter=3,
