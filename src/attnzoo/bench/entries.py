@@ -239,8 +239,9 @@ def _entry_for(name: str, settings: BenchSettings, image_size: tuple[int, int]) 
     if base == "baseline":
         raise ValueError(f"entry {name!r}: the baseline has no attention to set options on")
     entry = _plain_entry(base, settings, image_size)
+    weight_given = "map_weight" in options
     map_weight = options.pop("map_weight", entry.map_weight)
-    if "map_weight" in parse_variant(name)[1]:
+    if weight_given:
         if not base.endswith(MAPS_SUFFIX):
             raise ValueError(f"entry {name!r}: map_weight applies to NAME{MAPS_SUFFIX} only")
         if isinstance(map_weight, bool) or not isinstance(map_weight, (int, float)):
