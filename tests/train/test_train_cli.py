@@ -120,3 +120,21 @@ def test_amp_channels_last_clip_and_step_caps(tmp_path):
     assert all(torch.isfinite(torch.tensor(x["train_loss"])) for x in lines)
     _, meta, state = load_checkpoint(out)
     assert meta["step"] == 3 and state["scaler"] == {}  # no scaler state without fp16
+
+
+@pytest.mark.parametrize(("every", "validated"), [(2, [False, True, True]), (0, [False] * 3)])
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, every, validated):
+    out = tmp_path / "run"
+    args = ["train", "--model", "tiny_models:classifier", *TINY, "--epochs", "3"]
+    assert main([*args, "--val-every", str(every), "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert ["val_accuracy" in x for x in lines] == validated
+    assert all("train_accuracy" in x for x in lines)
+
+
+def test_a_negative_val_every_is_a_usage_error(tmp_path, capsys):
+    args = ["train", "--model", "tiny_models:classifier", *TINY, "--val-every", "-1"]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--out", str(tmp_path / "run")])
+    assert refused.value.code == 2 and "--val-every" in capsys.readouterr().err

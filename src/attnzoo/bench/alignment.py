@@ -94,7 +94,10 @@ def gradcam_maps(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> to
     return torch.from_numpy(maps).float()[:, None]
 
 
-def _gattanet_maps(model: nn.Module) -> dict[str, torch.Tensor]:
+def _gattanet_maps_of(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """GAttANet's agreement maps of its spatial layers for ``images``."""
+    with torch.no_grad():
+        model(images)
     agreement = getattr(model, "agreement", {}) or {}
     return {k: v for k, v in agreement.items() if v.dim() == 4 and v.shape[-2:].numel() > 1}
 
@@ -138,21 +141,23 @@ def final_evaluation(run_dir: Path) -> dict[str, Any]:
     }
     if data.maps is None or spatial:
         return out
-    first = next(iter(DeviceLoader(data.subset(GRADCAM_IMAGES), GRADCAM_IMAGES, loader.device)))
-    images, human, has_map = first["image"], first["map"], first["has_map"]
+    # In batches of eval_batch_size (each image's map depends on that image only).
+    batches = list(DeviceLoader(data.subset(GRADCAM_IMAGES), config.eval_batch_size, loader.device))
+    human = torch.cat([batch["map"] for batch in batches])
+    has_map = torch.cat([batch["has_map"] for batch in batches])
     if isinstance(model, GAttANet):
-        with torch.no_grad():
-            model(images)
-        alignment = metrics.map_alignment(_gattanet_maps(model), human, has_map)
+        maps = [_gattanet_maps_of(model, batch["image"]) for batch in batches]
+        joined = {key: torch.cat([part[key] for part in maps]) for key in maps[0]}
+        alignment = metrics.map_alignment(joined, human, has_map)
         out["map_source"] = "agreement"
     else:
-        name, layer = last_stage(model, tuple(images.shape[1:]))
+        name, layer = last_stage(model, tuple(batches[0]["image"].shape[1:]))
         try:
-            maps = gradcam_maps(model, layer, images)
+            cams = torch.cat([gradcam_maps(model, layer, batch["image"]) for batch in batches])
         except ValueError as error:
             out["map_source"] = f"n/a: {error}"  # the bench logs it once
             return out
-        alignment = metrics.map_alignment(maps, human, has_map)
+        alignment = metrics.map_alignment(cams, human, has_map)
         out["map_source"] = f"gradcam:{name}"
     out["map_rho"], out["map_fraction"] = alignment.rho, alignment.fraction
     return out

@@ -28,8 +28,12 @@ from attnzoo.train.config import TrainConfig
 
 __all__ = ["check_run_folder", "run_one"]
 
-# Settings that do not change what a run computes: a run folder may differ in these.
-_IGNORED_KEYS = ("progress", "log_every", "save_every")
+# Settings that do not change a run's result (its weights and its final evaluation on the whole
+# test split): a run folder may differ in these. Runs made before val_every existed validated
+# on 250 test images per epoch in batches of 500; their results are the same.
+_IGNORED_KEYS = (
+    "progress", "log_every", "save_every", "val_every", "limit_val", "eval_batch_size",
+)  # fmt: skip
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

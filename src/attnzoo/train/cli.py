@@ -131,6 +131,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--limit-train", type=int, default=S, help="use the first N training images")
     run.add_argument("--limit-val", type=int, default=S, help="use the first N test images")
     run.add_argument("--save-every", type=int, default=S, help="also checkpoint every N steps")
+    run.add_argument(
+        "--val-every",
+        type=int,
+        default=S,
+        help="validate every N epochs and after the last (default 1); 0 = never during training",
+    )
     run.add_argument("--log-every", type=int, default=S)
     run.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default=S)
     run.add_argument("--out", required=True, help="run folder")

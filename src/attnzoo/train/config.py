@@ -17,7 +17,7 @@ AMP_DTYPES = ("none", "bf16", "fp16")
 TASKS = ("classify", "segment")
 
 # Settings a resumed run may change without breaking exactness of what was already done.
-RESUME_OVERRIDABLE = ("epochs", "max_steps", "save_every", "log_every", "progress")
+RESUME_OVERRIDABLE = ("epochs", "max_steps", "save_every", "val_every", "log_every", "progress")
 
 
 @dataclass
@@ -60,6 +60,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_val: int | None = None
     save_every: int = 0
+    val_every: int = 1  # epochs between validations (and after the last); 0 = never
     log_every: int = 50
     progress: str = "auto"
 
@@ -124,6 +125,11 @@ def _rules(c: TrainConfig) -> list[tuple[str, bool, str]]:
         ("map_weight", _finite(c.map_weight, 0), "a finite number >= 0 (0 = off)"),
         ("milestones", all(m >= 0 for m in c.milestones), "epochs >= 0"),
         ("save_every", c.save_every >= 0, "an integer >= 0 (0 = only at the end of epochs)"),
+        (
+            "val_every",
+            c.val_every >= 0,
+            "an integer >= 0 (epochs between validations; 0 = no validation during training)",
+        ),
         ("log_every", c.log_every >= 1, "an integer >= 1"),
         *[
             (n, getattr(c, n) is None or getattr(c, n) >= low, f"an integer >= {low}")

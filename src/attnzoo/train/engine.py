@@ -340,7 +340,7 @@ class _Run:
         totals = _all_reduce(
             [running["loss"], running["correct"], running["count"]], world, self.device
         )
-        val = evaluate(self.module, self.val_loader, self.config, world, with_maps=self.with_maps)
+        val = self._validate(epoch)
         record = {
             "epoch": epoch + 1,
             "step": self.global_step,
@@ -364,6 +364,17 @@ class _Run:
             if self.on_record is not None:
                 self.on_record(record)
         return record
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """The epoch's validation metrics, or {} when ``val_every`` skips this epoch (the
+        epoch that ends training is always validated unless ``val_every`` is 0)."""
+        every = self.config.val_every
+        last = self.global_step >= self.total_steps or epoch + 1 >= self.config.epochs
+        if every == 0 or ((epoch + 1) % every and not last):
+            return {}
+        return evaluate(
+            self.module, self.val_loader, self.config, self.world, with_maps=self.with_maps
+        )
 
     def _check_finite_loss(self, loss_value: float, epoch: int) -> None:
         bad = 0.0 if math.isfinite(loss_value) else 1.0
