@@ -1,4 +1,5 @@
-"""The optimizers run in PyTorch's multi-tensor form, with the result of the per-tensor one."""
+"""The optimizers run in PyTorch's fused form, with the result of the per-tensor one (to
+float rounding: the fused kernel orders the operations differently)."""
 
 import pytest
 import torch
@@ -25,12 +26,12 @@ def _train(optimizer_factory, steps: int = 12) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
-def test_foreach_optimizer_equals_the_per_tensor_one_bit_for_bit(name):
+def test_fused_optimizer_equals_the_per_tensor_one(name):
     config = TrainConfig(
         model="resnet8", optimizer=name, lr=3e-3 if name == "adamw" else 0.1, nesterov=True
     )
     ours = make_optimizer(config, torch.nn.Linear(2, 2))
-    assert ours.defaults["foreach"] is True
+    assert ours.defaults["fused"] is True
     if name == "adamw":
 
         def reference(model):
@@ -47,10 +48,18 @@ def test_foreach_optimizer_equals_the_per_tensor_one_bit_for_bit(name):
 
     fast = _train(lambda model: make_optimizer(config, model))
     slow = _train(reference)
-    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
-    # ... and training moved the weights (the comparison is not of two untouched models).
     torch.manual_seed(0)
     start = [
         p.detach() for p in models.create("resnet8", num_classes=4, attention="se").parameters()
     ]
-    assert any(not torch.equal(a, b) for a, b in zip(fast, start, strict=True))
+    moved = max(float((a - b).abs().max()) for a, b in zip(slow, start, strict=True))
+    apart = max(float((a - b).abs().max()) for a, b in zip(fast, slow, strict=True))
+    # Training moved the weights (by about 0.1), the two forms differ by float rounding only
+    # (3e-7 for AdamW, 2e-5 for SGD at lr 0.1 after 12 steps).
+    assert moved > 0.01 and apart < 1e-3 * moved
+
+
+def test_parameters_the_fused_kernels_do_not_take_get_the_foreach_form():
+    model = torch.nn.Linear(2, 2).to(torch.float64).to("meta")
+    optimizer = make_optimizer(TrainConfig(model="resnet8", optimizer="adamw"), model)
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")

@@ -21,11 +21,13 @@ Differences from the official code:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
 from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS, Choice, Integer
-from attnzoo.layers import RecordsMaps, check_input, reduced_channels
+from attnzoo.layers import RecordsMaps, check_input, pointwise, reduced_channels
 from attnzoo.registry import Divergence, register
 
 POOL_ORDERS = ("mean_max", "max_mean")
@@ -91,9 +93,13 @@ class CBAM(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "CBAM")
-        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))  # (B, C, 1, 1)
-        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))  # (B, C, 1, 1)
-        channel_gate = torch.sigmoid(avg + mx)
+        batch, channels = x.shape[:2]
+        # Both descriptors through the shared MLP in one batch: (2B, C) -> (2B, C).
+        descriptors = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))])
+        fc1, act, fc2 = cast(tuple[nn.Conv2d, nn.ReLU, nn.Conv2d], tuple(self.mlp))
+        scores = pointwise(act(pointwise(descriptors, fc1)), fc2)
+        channel_gate = torch.sigmoid(scores[:batch] + scores[batch:])
+        channel_gate = channel_gate.view(batch, channels, 1, 1)
         self._record("channel", channel_gate)
         x = x * channel_gate
         mean_c = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)

@@ -45,7 +45,14 @@ import torch
 from torch import nn
 
 from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS, Choice
-from attnzoo.layers import SQUASHES, RecordsMaps, check_input, get_squash, reduced_channels
+from attnzoo.layers import (
+    SQUASHES,
+    RecordsMaps,
+    check_input,
+    get_squash,
+    pointwise,
+    reduced_channels,
+)
 from attnzoo.registry import Divergence, register
 
 _GATE_INITS = ("open", "code")
@@ -145,8 +152,10 @@ class GALA(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "GALA")
-        pooled = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        global_score = self.global_fc2(self.act(self.global_fc1(pooled)))  # (B, C, 1, 1)
+        batch, channels = x.shape[:2]
+        pooled = x.mean(dim=(2, 3))  # (B, C)
+        global_score = pointwise(self.act(pointwise(pooled, self.global_fc1)), self.global_fc2)
+        global_score = global_score.view(batch, channels, 1, 1)  # (B, C, 1, 1)
         if self.global_relu:
             global_score = torch.relu(global_score)
         hidden = self.act(self.local_conv1(x))  # (B, C/r, H, W)

@@ -32,10 +32,11 @@ from __future__ import annotations
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnzoo.domains import RD_OPTIONS, Choice
-from attnzoo.layers import RecordsMaps, check_input, reduced_channels, softmax_fp32
+from attnzoo.layers import RecordsMaps, check_input, pointwise, reduced_channels, softmax_fp32
 from attnzoo.registry import register
 
 POOLINGS = ("att", "avg")
@@ -97,19 +98,30 @@ class GlobalContext(nn.Module, RecordsMaps):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(cast(torch.Tensor, last.bias))
 
+    def _transform(self, context: torch.Tensor) -> torch.Tensor:
+        """``self.transform`` (1x1 conv, LayerNorm over [C/r, 1, 1], ReLU, 1x1 conv) on (B, C)
+        context vectors, as matrix products (:func:`attnzoo.layers.pointwise`)."""
+        conv1, norm, act, conv2 = cast(
+            tuple[nn.Conv2d, nn.LayerNorm, nn.ReLU, nn.Conv2d], tuple(self.transform)
+        )
+        hidden = pointwise(context, conv1)
+        hidden = F.layer_norm(
+            hidden, hidden.shape[1:], norm.weight.flatten(), norm.bias.flatten(), norm.eps
+        )
+        return pointwise(act(hidden), conv2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "GC")
         batch, channels, height, width = x.shape
         if self.conv_mask is None:
-            context = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+            context = x.mean(dim=(2, 3))  # (B, C)
         else:
             logits = self.conv_mask(x).reshape(batch, 1, height * width)  # (B, 1, N)
             weights = softmax_fp32(logits, dim=-1)  # (B, 1, N)
             self._record("spatial", weights.view(batch, 1, height, width))
             values = x.reshape(batch, channels, height * width)  # (B, C, N)
             context = torch.matmul(values, weights.transpose(1, 2))  # (B, C, 1)
-            context = context.view(batch, channels, 1, 1)  # (B, C, 1, 1)
-        delta = self.transform(context)  # (B, C, 1, 1)
+        delta = self._transform(context.view(batch, channels)).view(batch, channels, 1, 1)
         if self.fusion == "add":
             return x + delta
         return x * torch.sigmoid(delta)

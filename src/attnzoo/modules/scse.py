@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from attnzoo.domains import RD_OPTIONS, Choice
-from attnzoo.layers import RecordsMaps, check_input, reduced_channels
+from attnzoo.layers import RecordsMaps, check_input, pointwise, reduced_channels
 from attnzoo.registry import Divergence, register
 
 COMBINES = ("sum", "max")
@@ -67,8 +67,11 @@ class SCSE(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "scSE")
-        squeezed = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        channel_gate = torch.sigmoid(self.channel_fc2(self.channel_act(self.channel_fc1(squeezed))))
+        batch, channels = x.shape[:2]
+        squeezed = x.mean(dim=(2, 3))  # (B, C)
+        hidden = self.channel_act(pointwise(squeezed, self.channel_fc1))
+        channel_gate = torch.sigmoid(pointwise(hidden, self.channel_fc2))
+        channel_gate = channel_gate.view(batch, channels, 1, 1)
         spatial_gate = torch.sigmoid(self.spatial_conv(x))  # (B, 1, H, W)
         self._record("channel", channel_gate)
         self._record("spatial", spatial_gate)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attnzoo.domains import FLAG, RD_DIVISOR, RD_OPTIONS
-from attnzoo.layers import RecordsMaps, check_input, reduced_channels
+from attnzoo.layers import RecordsMaps, check_input, pointwise, reduced_channels
 from attnzoo.registry import Divergence, register
 
 
@@ -59,7 +59,9 @@ class SqueezeExcite(nn.Module, RecordsMaps):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, "SE")
-        squeezed = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        gate = torch.sigmoid(self.fc2(self.act(self.fc1(squeezed))))
+        batch, channels = x.shape[:2]
+        squeezed = x.mean(dim=(2, 3))  # (B, C)
+        excited = pointwise(self.act(pointwise(squeezed, self.fc1)), self.fc2)
+        gate = torch.sigmoid(excited).view(batch, channels, 1, 1)
         self._record("channel", gate)
         return x * gate
