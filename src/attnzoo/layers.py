@@ -129,7 +129,7 @@ def pointwise(vectors: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     Modules keep their 1x1 ``Conv2d`` layers (the checkpoints of the official code hold them)
     but run them on pooled vectors this way: on one CPU thread a 1x1 convolution of a (32, C,
     1, 1) input takes about 0.3 ms more, forward and backward, than the product (benchmarks/
-    bench_pointwise.py)."""
+    small_kernels.py)."""
     return F.linear(vectors, conv.weight.flatten(1), conv.bias)
 
 

@@ -24,7 +24,7 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     (floating-point parameters on CPU or CUDA), else their multi-tensor (``foreach``) form.
 
     On one CPU core an AdamW step of ResNet-8 takes about 2.4 ms per-tensor or foreach, 0.4 ms
-    fused, of a 30 ms training step (benchmarks/bench_optimizer.py). The fused step computes
+    fused, of a 30 ms training step (benchmarks/small_kernels.py). The fused step computes
     the same update in another order of floating-point operations: equal to the per-tensor
     one to about 1e-6 after a dozen steps, not to the bit (tests/train/test_optimizer.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
