@@ -31,7 +31,6 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     fused = bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
     )
-    form: dict[str, bool] = {"fused": True} if fused else {"foreach": True}
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -39,9 +38,12 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
             momentum=config.momentum,
             nesterov=config.nesterov,
             weight_decay=config.weight_decay,
-            **form,
+            foreach=not fused,
+            fused=fused,
         )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **form)
+    return torch.optim.AdamW(
+        params, lr=config.lr, weight_decay=config.weight_decay, foreach=not fused, fused=fused
+    )
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
